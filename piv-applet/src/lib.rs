@@ -1,0 +1,11 @@
+//! A software PIV card: SP 800-73-4 with the YubiKey 5.7 extensions.
+//!
+//! The card is a pure state machine: [`Card::process`] takes command APDU
+//! bytes and returns response bytes. It does no I/O except through its
+//! state [`store`], which writes every change atomically before the card
+//! answers, so a crash at any instant leaves a loadable card.
+
+pub mod apdu;
+pub mod codec;
+pub mod enums;
+pub mod tlv;

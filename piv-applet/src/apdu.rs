@@ -49,15 +49,25 @@ impl<'a> Command<'a> {
                 }
                 match n - 3 {
                     m if m == lc => (&body[3..], None, true),
-                    m if m == lc + 2 => {
-                        (&body[3..3 + lc], Some(ext_le(body[3 + lc], body[4 + lc])), true)
-                    }
+                    m if m == lc + 2 => (
+                        &body[3..3 + lc],
+                        Some(ext_le(body[3 + lc], body[4 + lc])),
+                        true,
+                    ),
                     _ => return Err(DecodeError::BadLength),
                 }
             }
             _ => return Err(DecodeError::BadLength),
         };
-        Ok(Command { cla, ins, p1, p2, data, le, extended })
+        Ok(Command {
+            cla,
+            ins,
+            p1,
+            p2,
+            data,
+            le,
+            extended,
+        })
     }
 
     /// Whether CLA asks for command chaining (bit 0x10).
@@ -102,11 +112,17 @@ pub struct Response {
 
 impl Response {
     pub fn ok(data: Vec<u8>) -> Response {
-        Response { data, sw: StatusWord::Success }
+        Response {
+            data,
+            sw: StatusWord::Success,
+        }
     }
 
     pub fn status(sw: StatusWord) -> Response {
-        Response { data: Vec::new(), sw }
+        Response {
+            data: Vec::new(),
+            sw,
+        }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -122,7 +138,10 @@ impl Response {
             return Err(DecodeError::Truncated);
         }
         let (data, sw) = bytes.split_at(bytes.len() - 2);
-        Ok(Response { data: data.to_vec(), sw: StatusWord::from(u16::from_be_bytes([sw[0], sw[1]])) })
+        Ok(Response {
+            data: data.to_vec(),
+            sw: StatusWord::from(u16::from_be_bytes([sw[0], sw[1]])),
+        })
     }
 }
 
@@ -156,14 +175,25 @@ mod tests {
 
     #[test]
     fn bad_lengths() {
-        for bad in [&[0u8, 1, 2][..], &[0, 1, 2, 3, 5, 1], &[0, 1, 2, 3, 0, 1], &[0, 1, 2, 3, 0, 0, 0, 0]] {
+        for bad in [
+            &[0u8, 1, 2][..],
+            &[0, 1, 2, 3, 5, 1],
+            &[0, 1, 2, 3, 0, 1],
+            &[0, 1, 2, 3, 0, 0, 0, 0],
+        ] {
             assert!(Command::parse(bad).is_err(), "{bad:02X?}");
         }
     }
 
     #[test]
     fn build_then_parse() {
-        for (len, le) in [(0, None), (3, Some(256)), (300, None), (300, Some(65536)), (0, Some(1000))] {
+        for (len, le) in [
+            (0, None),
+            (3, Some(256)),
+            (300, None),
+            (300, Some(65536)),
+            (0, Some(1000)),
+        ] {
             let data = vec![7u8; len];
             let b = build_command(0, 0xDB, 0x3F, 0xFF, &data, le);
             let c = Command::parse(&b).unwrap();

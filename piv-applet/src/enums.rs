@@ -40,7 +40,6 @@ macro_rules! wire_enum {
         }
     };
 }
-pub(crate) use wire_enum;
 
 wire_enum! {
     /// Instruction bytes: SP 800-73-4 part 2 plus the YubiKey extensions.
@@ -149,6 +148,33 @@ impl AlgorithmId {
             AlgorithmId::Aes256 => Some(32),
             _ => None,
         }
+    }
+
+    /// The name used in card files and on the command line.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self {
+            AlgorithmId::TripleDes => "TDES",
+            AlgorithmId::Aes128 => "AES128",
+            AlgorithmId::Aes192 => "AES192",
+            AlgorithmId::Aes256 => "AES256",
+            AlgorithmId::Rsa1024 => "RSA1024",
+            AlgorithmId::Rsa2048 => "RSA2048",
+            AlgorithmId::Rsa3072 => "RSA3072",
+            AlgorithmId::Rsa4096 => "RSA4096",
+            AlgorithmId::EccP256 => "ECCP256",
+            AlgorithmId::EccP384 => "ECCP384",
+            AlgorithmId::Ed25519 => "ED25519",
+            AlgorithmId::X25519 => "X25519",
+            AlgorithmId::PinPuk | AlgorithmId::Unknown(_) => return None,
+        })
+    }
+
+    /// Inverse of [`AlgorithmId::name`], case-insensitive.
+    pub fn from_name(name: &str) -> Option<AlgorithmId> {
+        AlgorithmId::ASYMMETRIC
+            .into_iter()
+            .chain(AlgorithmId::SYMMETRIC)
+            .find(|a| a.name().is_some_and(|n| n.eq_ignore_ascii_case(name)))
     }
 
     /// Every asymmetric algorithm the card supports, as advertised in SELECT.
@@ -294,6 +320,17 @@ wire_enum! {
     }
 }
 
+impl PinPolicy {
+    pub const NAMES: [(PinPolicy, &'static str); 6] = [
+        (PinPolicy::Default, "default"),
+        (PinPolicy::Never, "never"),
+        (PinPolicy::Once, "once"),
+        (PinPolicy::Always, "always"),
+        (PinPolicy::MatchOnce, "match-once"),
+        (PinPolicy::MatchAlways, "match-always"),
+    ];
+}
+
 wire_enum! {
     /// When a key needs a touch (YubiKey tag AB; stored per key).
     pub enum TouchPolicy: u8 {
@@ -303,6 +340,15 @@ wire_enum! {
         /// A touch is remembered for 15 seconds.
         Cached = 0x03,
     }
+}
+
+impl TouchPolicy {
+    pub const NAMES: [(TouchPolicy, &'static str); 4] = [
+        (TouchPolicy::Default, "default"),
+        (TouchPolicy::Never, "never"),
+        (TouchPolicy::Always, "always"),
+        (TouchPolicy::Cached, "cached"),
+    ];
 }
 
 wire_enum! {
@@ -366,7 +412,9 @@ impl ObjectId {
         if b.is_empty() || b.len() > 3 {
             return None;
         }
-        Some(ObjectId(b.iter().fold(0u32, |acc, x| (acc << 8) | u32::from(*x))))
+        Some(ObjectId(
+            b.iter().fold(0u32, |acc, x| (acc << 8) | u32::from(*x)),
+        ))
     }
 }
 
@@ -510,13 +558,25 @@ mod tests {
     fn slots_and_certificate_objects() {
         assert_eq!(Slot::all().count(), 25);
         assert_eq!(Slot::piv().count(), 24);
-        assert_eq!(Slot::new(0x82).unwrap().certificate_object(), ObjectId(0x5FC10D));
-        assert_eq!(Slot::new(0x95).unwrap().certificate_object(), ObjectId(0x5FC120));
+        assert_eq!(
+            Slot::new(0x82).unwrap().certificate_object(),
+            ObjectId(0x5FC10D)
+        );
+        assert_eq!(
+            Slot::new(0x95).unwrap().certificate_object(),
+            ObjectId(0x5FC120)
+        );
         for s in Slot::all() {
-            assert_eq!(Slot::from_certificate_object(s.certificate_object()), Some(s));
+            assert_eq!(
+                Slot::from_certificate_object(s.certificate_object()),
+                Some(s)
+            );
         }
         assert_eq!(Slot::new(0x9B), None);
-        assert_eq!(ObjectId::from_bytes(&[0x5F, 0xC1, 0x05]), Some(ObjectId::CERT_PIV_AUTH));
+        assert_eq!(
+            ObjectId::from_bytes(&[0x5F, 0xC1, 0x05]),
+            Some(ObjectId::CERT_PIV_AUTH)
+        );
         assert_eq!(ObjectId::DISCOVERY.to_bytes(), vec![0x7E]);
         assert_eq!(ObjectId::BITGT.to_bytes(), vec![0x7F, 0x61]);
     }

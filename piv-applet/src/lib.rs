@@ -6,6 +6,18 @@
 //! answers, so a crash at any instant leaves a loadable card.
 
 pub mod apdu;
+pub mod card;
 pub mod codec;
 pub mod enums;
+pub mod keys;
+pub mod mgmt;
+pub mod redact;
+pub mod state;
+pub mod store;
 pub mod tlv;
+pub mod x509;
+
+pub use card::{Card, CardError, CardOptions, TouchMode};
+pub use enums::{AlgorithmId, KeyRef, ObjectId, PinPolicy, Slot, StatusWord, TouchPolicy};
+pub use redact::Redactor;
+pub use store::StoreError;

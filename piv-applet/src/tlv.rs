@@ -41,7 +41,9 @@ pub fn read_len(r: &mut Reader<'_>) -> Result<usize, DecodeError> {
         0x81..=0x83 => {
             let n = usize::from(first & 0x7F);
             let bytes = r.take(n)?;
-            Ok(bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
+            Ok(bytes
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
         }
         _ => Err(DecodeError::BadLength),
     }
@@ -75,7 +77,11 @@ pub fn parse_one(data: &[u8]) -> Result<Tlv<'_>, DecodeError> {
 
 /// The value of the first TLV with `tag` among the top-level TLVs of `data`.
 pub fn find(data: &[u8], tag: u32) -> Option<&[u8]> {
-    parse_all(data).ok()?.into_iter().find(|t| t.tag == tag).map(|t| t.value)
+    parse_all(data)
+        .ok()?
+        .into_iter()
+        .find(|t| t.tag == tag)
+        .map(|t| t.value)
 }
 
 /// Appends a BER length.
@@ -129,15 +135,24 @@ mod tests {
     fn multi_byte_tags() {
         assert_eq!(parse_one(&[0x7F, 0x49, 0x00]).unwrap().tag, 0x7F49);
         assert_eq!(parse_one(&[0x5F, 0xC1, 0x02, 0x00]).unwrap().tag, 0x5FC102);
-        assert_eq!(parse_one(&[0x5F, 0xC1, 0x82, 0x01, 0x00]), Err(DecodeError::BadTag));
+        assert_eq!(
+            parse_one(&[0x5F, 0xC1, 0x82, 0x01, 0x00]),
+            Err(DecodeError::BadTag)
+        );
     }
 
     #[test]
     fn malformed_input_is_an_error() {
         assert_eq!(parse_all(&[0x53]), Err(DecodeError::Truncated));
         assert_eq!(parse_all(&[0x53, 0x05, 0x00]), Err(DecodeError::Truncated));
-        assert_eq!(parse_all(&[0x53, 0x84, 0, 0, 0, 1]), Err(DecodeError::BadLength));
+        assert_eq!(
+            parse_all(&[0x53, 0x84, 0, 0, 0, 1]),
+            Err(DecodeError::BadLength)
+        );
         assert_eq!(parse_all(&[0x53, 0x80]), Err(DecodeError::BadLength));
-        assert_eq!(parse_one(&[0x53, 0x00, 0x00]), Err(DecodeError::TrailingData));
+        assert_eq!(
+            parse_one(&[0x53, 0x00, 0x00]),
+            Err(DecodeError::TrailingData)
+        );
     }
 }

@@ -1,0 +1,1225 @@
+//! The card: transport (chaining, GET RESPONSE), session state and the
+//! command dispatcher.
+
+use std::path::Path;
+
+use rand_core::{OsRng, RngCore};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::apdu::{Command, Response};
+use crate::enums::{
+    AlgorithmId, Ins, KeyOrigin, KeyRef, ObjectId, PinPolicy, Slot, StatusWord, TouchPolicy,
+    PIV_AID, PIV_RID_LEN,
+};
+use crate::keys::KeyMaterial;
+use crate::mgmt::ManagementKey;
+use crate::state::{
+    is_valid_new_pin, CardState, Identity, KeySlot, PinState, DEFAULT_PIN, DEFAULT_PUK,
+    DEFAULT_TRIES, PIN_BLOCK_LEN, YUBIKEY5_ATR,
+};
+use crate::store::{FileStore, MemoryStore, Store, StoreError};
+use crate::{tlv, x509};
+
+/// Largest command a chain may assemble; beyond it the chain is refused
+/// with 6A84 rather than growing without bound.
+pub const MAX_CHAINED_COMMAND: usize = 64 * 1024;
+/// Largest value of one data object (a facial image is ~12 KB).
+pub const MAX_OBJECT_SIZE: usize = 16 * 1024;
+/// Largest total of all data objects, as a real card's EEPROM would be.
+pub const MAX_TOTAL_OBJECTS: usize = 512 * 1024;
+
+/// What the card does when a key's touch policy asks for a touch: the
+/// user cannot touch a virtual card, so the host configures an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TouchMode {
+    /// Every touch request is confirmed at once.
+    #[default]
+    AutoConfirm,
+    /// Every touch request times out (6985), as if nobody touched.
+    Deny,
+}
+
+/// How to make a new card.
+#[derive(Clone, Debug)]
+pub struct CardOptions {
+    /// Serial number; a random 8-digit one when `None`.
+    pub serial: Option<u32>,
+    /// Firmware version reported by GET VERSION and attestation.
+    pub firmware: [u8; 3],
+    /// ATR; the YubiKey 5 NFC's when `None`.
+    pub atr: Option<Vec<u8>>,
+    /// CHUID GUID; random when `None`.
+    pub guid: Option<[u8; 16]>,
+    /// Management key algorithm of the default key (YubiKey 5.7: AES-192).
+    pub mgmt_key_alg: AlgorithmId,
+    /// Algorithm of the attestation key (F9).
+    pub attestation_alg: AlgorithmId,
+}
+
+impl Default for CardOptions {
+    fn default() -> Self {
+        CardOptions {
+            serial: None,
+            firmware: [5, 7, 1],
+            atr: None,
+            guid: None,
+            mgmt_key_alg: AlgorithmId::Aes192,
+            attestation_alg: AlgorithmId::EccP256,
+        }
+    }
+}
+
+/// Errors of the direct (non-APDU) provisioning API.
+#[derive(Debug, thiserror::Error)]
+pub enum CardError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("key error: {0}")]
+    Key(#[from] crate::keys::KeyError),
+    #[error("certificate error: {0}")]
+    Cert(#[from] x509::CertError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A management-key challenge waiting for the host's answer.
+enum Challenge {
+    /// Mutual authentication: the card sent E(K, witness).
+    Witness(Zeroizing<Vec<u8>>),
+    /// External authentication: the card sent this challenge.
+    External(Zeroizing<Vec<u8>>),
+}
+
+/// INS, P1 and P2 that every chunk of one command chain repeats.
+type ChainHeader = (Ins, u8, u8);
+
+/// Per-session state, lost at reset or power off.
+#[derive(Default)]
+struct Session {
+    selected: bool,
+    pin_verified: bool,
+    /// Set by a successful VERIFY, consumed by one PIN-always key use.
+    pin_fresh: bool,
+    mgmt_authenticated: bool,
+    challenge: Option<Challenge>,
+    /// Command chaining: header and data received so far.
+    chain: Option<(ChainHeader, Zeroizing<Vec<u8>>)>,
+    /// Response bytes still to be fetched with GET RESPONSE.
+    pending: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// A request after transport processing: chaining undone, CLA checked.
+struct Req<'a> {
+    ins: Ins,
+    p1: u8,
+    p2: u8,
+    data: &'a [u8],
+}
+
+type Res = Result<Response, StatusWord>;
+
+/// A PIV card with its store.
+pub struct Card {
+    state: CardState,
+    store: Box<dyn Store>,
+    session: Session,
+    touch: TouchMode,
+}
+
+impl core::fmt::Debug for Card {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Card")
+            .field("serial", &self.state.identity.serial)
+            .field("store", &self.store.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Card {
+    /// Makes a new card state with YubiKey factory defaults and an
+    /// attestation key and certificate.
+    pub fn new_state(opts: &CardOptions) -> Result<CardState, CardError> {
+        let mut rng = OsRng;
+        let serial = opts
+            .serial
+            .unwrap_or_else(|| 10_000_000 + rng.next_u32() % 90_000_000);
+        let guid = opts.guid.unwrap_or_else(|| {
+            let mut g = [0u8; 16];
+            rng.fill_bytes(&mut g);
+            g
+        });
+        let mut card_id = [0u8; 21];
+        // GSC-RID, manufacturer id, card type (SP 800-73-4 part 1 table 8),
+        // then 14 random bytes.
+        card_id[..7].copy_from_slice(&[0xA0, 0x00, 0x00, 0x01, 0x16, 0xFF, 0x02]);
+        rng.fill_bytes(&mut card_id[7..]);
+        let identity = Identity {
+            serial,
+            firmware: opts.firmware,
+            atr: opts.atr.clone().unwrap_or_else(|| YUBIKEY5_ATR.to_vec()),
+            guid,
+            fascn: default_fascn(),
+            card_id,
+            expiry: *b"20991231",
+        };
+        if !opts.mgmt_key_alg.is_symmetric() {
+            return Err(CardError::Invalid(format!(
+                "{:?} is not a management key algorithm",
+                opts.mgmt_key_alg
+            )));
+        }
+        let f9 = KeyMaterial::generate(opts.attestation_alg)?;
+        let f9_cert = x509::attestation_ca(&f9, serial)?;
+        let mut objects = CardState::factory_objects(&identity);
+        objects.insert(
+            ObjectId::YUBICO_ATTESTATION,
+            CardState::certificate_object_value(&f9_cert),
+        );
+        let mut keys = std::collections::BTreeMap::new();
+        keys.insert(
+            Slot::ATTESTATION,
+            KeySlot {
+                key: f9,
+                pin_policy: PinPolicy::Never,
+                touch_policy: TouchPolicy::Never,
+                origin: KeyOrigin::Generated,
+            },
+        );
+        Ok(CardState {
+            identity,
+            pin: PinState::new(DEFAULT_PIN, DEFAULT_TRIES),
+            puk: PinState::new(DEFAULT_PUK, DEFAULT_TRIES),
+            mgmt: ManagementKey::default_for(opts.mgmt_key_alg),
+            mgmt_touch: TouchPolicy::Never,
+            keys,
+            objects,
+        })
+    }
+
+    /// Creates a new card file; fails if the file exists.
+    pub fn create(path: impl AsRef<Path>, opts: &CardOptions) -> Result<Card, CardError> {
+        let state = Card::new_state(opts)?;
+        let mut store = FileStore::create(path.as_ref())?;
+        store.save(&state)?;
+        Ok(Card::with_store(state, Box::new(store)))
+    }
+
+    /// Opens an existing card file, holding its lock until dropped.
+    pub fn open(path: impl AsRef<Path>) -> Result<Card, StoreError> {
+        let (store, state) = FileStore::open(path.as_ref())?;
+        Ok(Card::with_store(state, Box::new(store)))
+    }
+
+    /// A card that lives in memory only.
+    pub fn ephemeral(opts: &CardOptions) -> Result<Card, CardError> {
+        Ok(Card::with_store(
+            Card::new_state(opts)?,
+            Box::new(MemoryStore::default()),
+        ))
+    }
+
+    /// A card over any store (the state must already be saved there).
+    pub fn with_store(state: CardState, store: Box<dyn Store>) -> Card {
+        Card {
+            state,
+            store,
+            session: Session {
+                selected: true,
+                ..Session::default()
+            },
+            touch: TouchMode::default(),
+        }
+    }
+
+    pub fn set_touch_mode(&mut self, mode: TouchMode) {
+        self.touch = mode;
+    }
+
+    /// The card file, if the card has one.
+    pub fn path(&self) -> Option<&Path> {
+        self.store.path()
+    }
+
+    /// Read-only view of the persistent state (never log it whole: it
+    /// redacts secrets in Debug, but callers should print a summary).
+    pub fn state(&self) -> &CardState {
+        &self.state
+    }
+
+    pub fn atr(&self) -> Vec<u8> {
+        self.state.identity.atr.clone()
+    }
+
+    /// Cold or warm reset: the session is lost, PIV stays selected (like
+    /// a YubiKey, whose PIV applet is the default one).
+    pub fn reset(&mut self) {
+        self.session = Session {
+            selected: true,
+            ..Session::default()
+        };
+    }
+
+    pub fn power_on(&mut self) {
+        self.reset();
+    }
+
+    pub fn power_off(&mut self) {
+        self.reset();
+    }
+
+    /// Processes one command APDU and returns the response APDU.
+    pub fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
+        self.transport(apdu).to_bytes()
+    }
+
+    // ---------------------------------------------------------------
+    // Provisioning: direct access for the card's owner (the CLI works on
+    // a card file it holds), bypassing PIN and management key. Every change
+    // is saved before returning.
+
+    /// Generates a key in a slot; returns its SubjectPublicKeyInfo DER.
+    pub fn generate_key(
+        &mut self,
+        slot: Slot,
+        alg: AlgorithmId,
+        pin_policy: PinPolicy,
+        touch_policy: TouchPolicy,
+    ) -> Result<Vec<u8>, CardError> {
+        if !alg.is_asymmetric() {
+            return Err(CardError::Invalid(format!(
+                "{alg:?} is not a key algorithm"
+            )));
+        }
+        let key = KeyMaterial::generate(alg)?;
+        let spki = key.public_key_spki_der();
+        self.install_key(
+            slot,
+            KeySlot {
+                key,
+                pin_policy,
+                touch_policy,
+                origin: KeyOrigin::Generated,
+            },
+        )
+        .map_err(|_| CardError::Invalid("the card file could not be written".into()))?;
+        Ok(spki)
+    }
+
+    /// Puts a private key in a slot.
+    pub fn import_key(
+        &mut self,
+        slot: Slot,
+        key: KeyMaterial,
+        pin_policy: PinPolicy,
+        touch_policy: TouchPolicy,
+    ) -> Result<(), CardError> {
+        self.install_key(
+            slot,
+            KeySlot {
+                key,
+                pin_policy,
+                touch_policy,
+                origin: KeyOrigin::Imported,
+            },
+        )
+        .map_err(|_| CardError::Invalid("the card file could not be written".into()))
+    }
+
+    /// Stores a certificate (DER) in a slot's certificate object.
+    pub fn put_certificate(&mut self, slot: Slot, der: &[u8]) -> Result<(), CardError> {
+        let id = slot.certificate_object();
+        let previous = self
+            .state
+            .objects
+            .insert(id, CardState::certificate_object_value(der));
+        if let Err(e) = self.store.save(&self.state) {
+            match previous {
+                Some(p) => self.state.objects.insert(id, p),
+                None => self.state.objects.remove(&id),
+            };
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// The certificate DER in a slot, if any.
+    pub fn certificate(&self, slot: Slot) -> Option<Vec<u8>> {
+        self.state.certificate(slot)
+    }
+
+    /// The public key (SubjectPublicKeyInfo DER) of a slot's key, if any.
+    pub fn public_key(&self, slot: Slot) -> Option<Vec<u8>> {
+        self.state
+            .keys
+            .get(&slot)
+            .map(|ks| ks.key.public_key_spki_der())
+    }
+
+    /// Makes a self-signed certificate for a slot's key, stores it in the
+    /// slot and returns it.
+    pub fn self_sign(
+        &mut self,
+        slot: Slot,
+        req: &x509::CertRequest<'_>,
+    ) -> Result<Vec<u8>, CardError> {
+        let ks = self
+            .state
+            .keys
+            .get(&slot)
+            .ok_or_else(|| CardError::Invalid(format!("slot {slot} holds no key")))?;
+        let der = x509::self_signed(&ks.key, req)?;
+        self.put_certificate(slot, &der)?;
+        Ok(der)
+    }
+
+    // ---------------------------------------------------------------
+    // Transport
+
+    fn transport(&mut self, apdu: &[u8]) -> Response {
+        let cmd = match Command::parse(apdu) {
+            Ok(c) => c,
+            Err(_) => {
+                self.session.chain = None;
+                self.session.pending = None;
+                return StatusWord::WrongLength.into();
+            }
+        };
+        if let Err(sw) = check_cla(cmd.cla) {
+            self.session.chain = None;
+            self.session.pending = None;
+            return sw.into();
+        }
+        if cmd.ins == Ins::GetResponse {
+            return self.get_response(&cmd);
+        }
+        self.session.pending = None;
+        let header = (cmd.ins, cmd.p1, cmd.p2);
+        let chain = match self.session.chain.take() {
+            Some((h, buf)) if h == header => Some(buf),
+            _ => None,
+        };
+        if cmd.is_chained() {
+            let mut buf = chain.unwrap_or_default();
+            if buf.len() + cmd.data.len() > MAX_CHAINED_COMMAND {
+                return StatusWord::NotEnoughMemory.into();
+            }
+            buf.extend_from_slice(cmd.data);
+            self.session.chain = Some((header, buf));
+            return Response::ok(Vec::new());
+        }
+        let joined;
+        let data = match chain {
+            Some(mut buf) => {
+                if buf.len() + cmd.data.len() > MAX_CHAINED_COMMAND {
+                    return StatusWord::NotEnoughMemory.into();
+                }
+                buf.extend_from_slice(cmd.data);
+                joined = buf;
+                &joined[..]
+            }
+            None => cmd.data,
+        };
+        let req = Req {
+            ins: cmd.ins,
+            p1: cmd.p1,
+            p2: cmd.p2,
+            data,
+        };
+        let resp = self.dispatch(&req).unwrap_or_else(Response::status);
+        let limit = cmd.le.unwrap_or(if cmd.extended { 65536 } else { 256 });
+        self.limit_response(resp, limit)
+    }
+
+    /// Returns at most `limit` bytes and keeps the rest for GET RESPONSE.
+    fn limit_response(&mut self, mut resp: Response, limit: usize) -> Response {
+        if resp.data.len() <= limit {
+            return resp;
+        }
+        let rest = Zeroizing::new(resp.data.split_off(limit));
+        let left = rest.len();
+        self.session.pending = Some(rest);
+        resp.sw = StatusWord::MoreData(if left >= 256 { 0 } else { left as u8 });
+        resp
+    }
+
+    fn get_response(&mut self, cmd: &Command<'_>) -> Response {
+        self.session.chain = None;
+        if cmd.p1 != 0 || cmd.p2 != 0 {
+            return StatusWord::IncorrectP1P2.into();
+        }
+        let Some(pending) = self.session.pending.take() else {
+            return StatusWord::ConditionsNotSatisfied.into();
+        };
+        let limit = cmd.le.unwrap_or(256);
+        self.limit_response(Response::ok(pending.to_vec()), limit)
+    }
+
+    // ---------------------------------------------------------------
+    // Dispatch
+
+    fn dispatch(&mut self, req: &Req<'_>) -> Res {
+        if req.ins == Ins::Select {
+            return self.select(req);
+        }
+        if !self.session.selected {
+            return Err(StatusWord::InsNotSupported);
+        }
+        match req.ins {
+            Ins::GetData => self.get_data(req),
+            Ins::PutData => self.put_data(req),
+            Ins::Verify => self.verify(req),
+            Ins::ChangeReferenceData => self.change_reference_data(req),
+            Ins::ResetRetryCounter => self.reset_retry_counter(req),
+            Ins::GeneralAuthenticate => self.general_authenticate(req),
+            Ins::GenerateAsymmetricKeyPair => self.generate(req),
+            Ins::GetVersion => {
+                expect_p1p2(req, 0, 0)?;
+                Ok(Response::ok(self.state.identity.firmware.to_vec()))
+            }
+            Ins::GetSerial => {
+                expect_p1p2(req, 0, 0)?;
+                Ok(Response::ok(
+                    self.state.identity.serial.to_be_bytes().to_vec(),
+                ))
+            }
+            Ins::GetMetadata => self.get_metadata(req),
+            Ins::SetManagementKey => self.set_management_key(req),
+            Ins::ImportKey => self.import(req),
+            Ins::Attest => self.attest(req),
+            Ins::Reset => self.yubikey_reset(req),
+            Ins::SetPinRetries => self.set_pin_retries(req),
+            Ins::MoveKey => self.move_key(req),
+            _ => Err(StatusWord::InsNotSupported),
+        }
+    }
+
+    /// Persists the state; on failure the caller answers 6581 and the
+    /// in-memory change must be undone by the caller where it matters.
+    fn persist(&mut self) -> Result<(), StatusWord> {
+        self.store.save(&self.state).map_err(|e| {
+            tracing::error!("card state not saved: {e}");
+            StatusWord::MemoryFailure
+        })
+    }
+
+    fn require_mgmt(&self) -> Result<(), StatusWord> {
+        if self.session.mgmt_authenticated {
+            Ok(())
+        } else {
+            Err(StatusWord::SecurityStatusNotSatisfied)
+        }
+    }
+
+    fn touch(&self, policy: TouchPolicy) -> Result<(), StatusWord> {
+        match (policy, self.touch) {
+            (TouchPolicy::Always | TouchPolicy::Cached, TouchMode::Deny) => {
+                Err(StatusWord::ConditionsNotSatisfied)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // SELECT
+
+    fn select(&mut self, req: &Req<'_>) -> Res {
+        if req.p1 != 0x04 {
+            return Err(StatusWord::IncorrectP1P2);
+        }
+        let aid = req.data;
+        if aid.len() < PIV_RID_LEN || !PIV_AID.starts_with(aid) {
+            self.session = Session::default();
+            return Err(StatusWord::FileNotFound);
+        }
+        if !self.session.selected {
+            self.session = Session::default();
+        }
+        self.session.selected = true;
+        Ok(Response::ok(application_property_template()))
+    }
+
+    // ---------------------------------------------------------------
+    // GET DATA / PUT DATA
+
+    fn get_data(&mut self, req: &Req<'_>) -> Res {
+        expect_p1p2(req, 0x3F, 0xFF)?;
+        let tag = tlv::parse_one(req.data).map_err(|_| StatusWord::IncorrectData)?;
+        if tag.tag != 0x5C {
+            return Err(StatusWord::IncorrectData);
+        }
+        let id = ObjectId::from_bytes(tag.value).ok_or(StatusWord::FileNotFound)?;
+        if id.pin_protected() && !self.session.pin_verified {
+            return Err(StatusWord::SecurityStatusNotSatisfied);
+        }
+        let value = if id == ObjectId::KEY_HISTORY {
+            self.state.key_history()
+        } else {
+            self.state.objects.get(&id).cloned()
+        };
+        let value = value.ok_or(StatusWord::FileNotFound)?;
+        if matches!(id, ObjectId::DISCOVERY | ObjectId::BITGT) {
+            Ok(Response::ok(value))
+        } else {
+            Ok(Response::ok(tlv::encode(0x53, &value)))
+        }
+    }
+
+    fn put_data(&mut self, req: &Req<'_>) -> Res {
+        expect_p1p2(req, 0x3F, 0xFF)?;
+        self.require_mgmt()?;
+        let tlvs = tlv::parse_all(req.data).map_err(|_| StatusWord::IncorrectData)?;
+        let (id, value) = match tlvs.as_slice() {
+            [bare] if bare.tag == 0x7E || bare.tag == 0x7F61 => {
+                (ObjectId(bare.tag), tlv::encode(bare.tag, bare.value))
+            }
+            [t, v] if t.tag == 0x5C && v.tag == 0x53 => {
+                let id = ObjectId::from_bytes(t.value).ok_or(StatusWord::IncorrectData)?;
+                (id, v.value.to_vec())
+            }
+            _ => return Err(StatusWord::IncorrectData),
+        };
+        if !id.is_known() || id == ObjectId::DISCOVERY && tlv::find(&value, 0x7E).is_none() {
+            return Err(StatusWord::IncorrectData);
+        }
+        if value.len() > MAX_OBJECT_SIZE {
+            return Err(StatusWord::NotEnoughMemory);
+        }
+        let old = self.state.objects.get(&id).map_or(0, Vec::len);
+        let total: usize = self.state.objects.values().map(Vec::len).sum();
+        if total - old + value.len() > MAX_TOTAL_OBJECTS {
+            return Err(StatusWord::NotEnoughMemory);
+        }
+        let previous = if value.is_empty() {
+            self.state.objects.remove(&id)
+        } else {
+            self.state.objects.insert(id, value)
+        };
+        if let Err(sw) = self.persist() {
+            match previous {
+                Some(p) => self.state.objects.insert(id, p),
+                None => self.state.objects.remove(&id),
+            };
+            return Err(sw);
+        }
+        Ok(Response::ok(Vec::new()))
+    }
+
+    // ---------------------------------------------------------------
+    // PINs
+
+    fn pin_state(&mut self, key_ref: KeyRef) -> Result<&mut PinState, StatusWord> {
+        match key_ref {
+            KeyRef::Pin => Ok(&mut self.state.pin),
+            KeyRef::Puk => Ok(&mut self.state.puk),
+            _ => Err(StatusWord::ReferenceNotFound),
+        }
+    }
+
+    /// Checks `candidate` against a PIN or PUK. The retry counter is
+    /// decremented and saved before the comparison, so pulling the power
+    /// mid-check cannot grant a free try.
+    fn check_reference(&mut self, key_ref: KeyRef, candidate: &[u8]) -> Result<(), StatusWord> {
+        let pin = self.pin_state(key_ref)?;
+        if pin.is_blocked() {
+            return Err(StatusWord::AuthMethodBlocked);
+        }
+        pin.tries_left -= 1;
+        if let Err(sw) = self.persist() {
+            // Nothing was recorded, so nothing is compared: undo the count.
+            self.pin_state(key_ref)?.tries_left += 1;
+            return Err(sw);
+        }
+        let pin = self.pin_state(key_ref)?;
+        if pin.matches(candidate) {
+            pin.tries_left = pin.max_tries;
+            self.persist()?;
+            Ok(())
+        } else {
+            Err(StatusWord::VerifyFail(pin.tries_left))
+        }
+    }
+
+    fn verify(&mut self, req: &Req<'_>) -> Res {
+        let key_ref = KeyRef::from(req.p2);
+        if key_ref != KeyRef::Pin {
+            return Err(StatusWord::ReferenceNotFound);
+        }
+        match (req.p1, req.data.len()) {
+            (0xFF, 0) => {
+                self.session.pin_verified = false;
+                self.session.pin_fresh = false;
+                Ok(Response::ok(Vec::new()))
+            }
+            (0x00, 0) => {
+                if self.session.pin_verified {
+                    Ok(Response::ok(Vec::new()))
+                } else if self.state.pin.is_blocked() {
+                    Err(StatusWord::AuthMethodBlocked)
+                } else {
+                    Err(StatusWord::VerifyFail(self.state.pin.tries_left))
+                }
+            }
+            (0x00, PIN_BLOCK_LEN) => {
+                self.session.pin_verified = false;
+                self.session.pin_fresh = false;
+                self.check_reference(KeyRef::Pin, req.data)?;
+                self.session.pin_verified = true;
+                self.session.pin_fresh = true;
+                Ok(Response::ok(Vec::new()))
+            }
+            (0x00 | 0xFF, _) => Err(StatusWord::IncorrectData),
+            _ => Err(StatusWord::IncorrectP1P2),
+        }
+    }
+
+    fn change_reference_data(&mut self, req: &Req<'_>) -> Res {
+        if req.p1 != 0 {
+            return Err(StatusWord::IncorrectP1P2);
+        }
+        let key_ref = KeyRef::from(req.p2);
+        self.pin_state(key_ref)?;
+        if req.data.len() != 2 * PIN_BLOCK_LEN {
+            return Err(StatusWord::IncorrectData);
+        }
+        let (old, new) = req.data.split_at(PIN_BLOCK_LEN);
+        // The old value is checked (and counted) before the new one's
+        // format: a reset tool blocking the PIN with junk must see 63Cx.
+        self.check_reference(key_ref, old)?;
+        if !is_valid_new_pin(new) {
+            return Err(StatusWord::IncorrectData);
+        }
+        let pin = self.pin_state(key_ref)?;
+        let previous = pin.clone();
+        pin.value.copy_from_slice(new);
+        pin.tries_left = pin.max_tries;
+        if let Err(sw) = self.persist() {
+            *self.pin_state(key_ref)? = previous;
+            return Err(sw);
+        }
+        if key_ref == KeyRef::Pin {
+            self.session.pin_verified = true;
+        }
+        Ok(Response::ok(Vec::new()))
+    }
+
+    fn reset_retry_counter(&mut self, req: &Req<'_>) -> Res {
+        if req.p1 != 0 {
+            return Err(StatusWord::IncorrectP1P2);
+        }
+        if KeyRef::from(req.p2) != KeyRef::Pin {
+            return Err(StatusWord::ReferenceNotFound);
+        }
+        if req.data.len() != 2 * PIN_BLOCK_LEN {
+            return Err(StatusWord::IncorrectData);
+        }
+        let (puk, new) = req.data.split_at(PIN_BLOCK_LEN);
+        self.check_reference(KeyRef::Puk, puk)?;
+        if !is_valid_new_pin(new) {
+            return Err(StatusWord::IncorrectData);
+        }
+        let previous = self.state.pin.clone();
+        self.state.pin.value.copy_from_slice(new);
+        self.state.pin.tries_left = self.state.pin.max_tries;
+        if let Err(sw) = self.persist() {
+            self.state.pin = previous;
+            return Err(sw);
+        }
+        Ok(Response::ok(Vec::new()))
+    }
+
+    // ---------------------------------------------------------------
+    // GENERAL AUTHENTICATE
+
+    fn general_authenticate(&mut self, req: &Req<'_>) -> Res {
+        let outer = tlv::parse_one(req.data).map_err(|_| StatusWord::IncorrectData)?;
+        if outer.tag != 0x7C {
+            return Err(StatusWord::IncorrectData);
+        }
+        let inner = tlv::parse_all(outer.value).map_err(|_| StatusWord::IncorrectData)?;
+        let get = |tag: u32| inner.iter().find(|t| t.tag == tag).map(|t| t.value);
+        let (witness, challenge, response, exponentiation) =
+            (get(0x80), get(0x81), get(0x82), get(0x85));
+        if KeyRef::from(req.p2) == KeyRef::ManagementKey {
+            return self.authenticate_management(req.p1, witness, challenge, response);
+        }
+        let slot = Slot::new(req.p2).ok_or(StatusWord::IncorrectP1P2)?;
+        let Some(ks) = self.state.keys.get(&slot) else {
+            return Err(StatusWord::IncorrectData);
+        };
+        if AlgorithmId::from(req.p1) != ks.key.algorithm() {
+            return Err(StatusWord::IncorrectP1P2);
+        }
+        let input = match (challenge, response, exponentiation) {
+            (Some(c), Some([]), None) if !c.is_empty() => Operation::Sign(c),
+            (None, Some([]), Some(p)) if !p.is_empty() => Operation::Ecdh(p),
+            _ => return Err(StatusWord::IncorrectData),
+        };
+        let policy = match ks.pin_policy {
+            PinPolicy::Default => slot.default_pin_policy(),
+            p => p,
+        };
+        match policy {
+            PinPolicy::Never => {}
+            PinPolicy::Always | PinPolicy::MatchAlways if !self.session.pin_fresh => {
+                return Err(StatusWord::SecurityStatusNotSatisfied)
+            }
+            _ if !self.session.pin_verified => return Err(StatusWord::SecurityStatusNotSatisfied),
+            _ => {}
+        }
+        self.touch(ks.touch_policy)?;
+        let result = match input {
+            Operation::Sign(c) => ks.key.sign_or_decrypt(c),
+            Operation::Ecdh(p) => ks.key.ecdh(p),
+        }
+        .map_err(|_| StatusWord::IncorrectData)?;
+        if matches!(policy, PinPolicy::Always | PinPolicy::MatchAlways) {
+            self.session.pin_fresh = false;
+        }
+        Ok(Response::ok(tlv::encode(0x7C, &tlv::encode(0x82, &result))))
+    }
+
+    fn authenticate_management(
+        &mut self,
+        p1: u8,
+        witness: Option<&[u8]>,
+        challenge: Option<&[u8]>,
+        response: Option<&[u8]>,
+    ) -> Res {
+        let key = &self.state.mgmt;
+        let block = key.block_size();
+        // OpenSC's C_GenerateRandom asks for a challenge with P1 = 00.
+        if p1 == 0 && challenge == Some(&[]) && witness.is_none() && response.is_none() {
+            let mut random = vec![0u8; block];
+            OsRng.fill_bytes(&mut random);
+            return Ok(Response::ok(tlv::encode(0x7C, &tlv::encode(0x81, &random))));
+        }
+        if AlgorithmId::from(p1) != key.algorithm() {
+            return Err(StatusWord::IncorrectP1P2);
+        }
+        let pending = self.session.challenge.take();
+        self.session.mgmt_authenticated = false;
+        match (witness, challenge, response) {
+            // Mutual, step 1: send an encrypted witness.
+            (Some([]), None, None) => {
+                let mut plain = Zeroizing::new(vec![0u8; block]);
+                OsRng.fill_bytes(&mut plain);
+                let sent = key
+                    .encrypt_block(&plain)
+                    .map_err(|_| StatusWord::NoPreciseDiagnosis)?;
+                self.session.challenge = Some(Challenge::Witness(plain));
+                Ok(Response::ok(tlv::encode(0x7C, &tlv::encode(0x80, &sent))))
+            }
+            // Mutual, step 2: the host proves it decrypted the witness and
+            // sends its own challenge.
+            (Some(decrypted), Some(host_challenge), None) => {
+                let Some(Challenge::Witness(expected)) = pending else {
+                    return Err(StatusWord::ConditionsNotSatisfied);
+                };
+                if decrypted.len() != block || host_challenge.len() != block {
+                    return Err(StatusWord::IncorrectData);
+                }
+                if !bool::from(expected.ct_eq(decrypted)) {
+                    return Err(StatusWord::SecurityStatusNotSatisfied);
+                }
+                self.touch(self.state.mgmt_touch)?;
+                let answer = key
+                    .encrypt_block(host_challenge)
+                    .map_err(|_| StatusWord::IncorrectData)?;
+                self.session.mgmt_authenticated = true;
+                Ok(Response::ok(tlv::encode(0x7C, &tlv::encode(0x82, &answer))))
+            }
+            // External, step 1: send a plain challenge.
+            (None, Some([]), None) => {
+                let mut plain = Zeroizing::new(vec![0u8; block]);
+                OsRng.fill_bytes(&mut plain);
+                let sent = plain.to_vec();
+                self.session.challenge = Some(Challenge::External(plain));
+                Ok(Response::ok(tlv::encode(0x7C, &tlv::encode(0x81, &sent))))
+            }
+            // External, step 2: the host sends E(K, challenge).
+            (None, None, Some(answer)) if !answer.is_empty() => {
+                let Some(Challenge::External(plain)) = pending else {
+                    return Err(StatusWord::ConditionsNotSatisfied);
+                };
+                let expected = Zeroizing::new(
+                    key.encrypt_block(&plain)
+                        .map_err(|_| StatusWord::NoPreciseDiagnosis)?,
+                );
+                if answer.len() != block || !bool::from(expected.ct_eq(answer)) {
+                    return Err(StatusWord::SecurityStatusNotSatisfied);
+                }
+                self.touch(self.state.mgmt_touch)?;
+                self.session.mgmt_authenticated = true;
+                Ok(Response::ok(Vec::new()))
+            }
+            _ => Err(StatusWord::IncorrectData),
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Key management
+
+    /// Parses `AA` / `AB` policy TLVs (YubiKey) from a list.
+    fn policies(tlvs: &[tlv::Tlv<'_>]) -> Result<(PinPolicy, TouchPolicy), StatusWord> {
+        let mut pin = PinPolicy::Default;
+        let mut touch = TouchPolicy::Default;
+        for t in tlvs {
+            match (t.tag, t.value) {
+                (0xAA, [v]) => {
+                    pin = PinPolicy::from(*v);
+                    if matches!(pin, PinPolicy::Unknown(_)) {
+                        return Err(StatusWord::IncorrectData);
+                    }
+                }
+                (0xAB, [v]) => {
+                    touch = TouchPolicy::from(*v);
+                    if matches!(touch, TouchPolicy::Unknown(_)) {
+                        return Err(StatusWord::IncorrectData);
+                    }
+                }
+                (0xAA | 0xAB, _) => return Err(StatusWord::IncorrectData),
+                _ => {}
+            }
+        }
+        Ok((pin, touch))
+    }
+
+    /// Puts a key in a slot and saves; on a failed save the slot is
+    /// restored.
+    fn install_key(&mut self, slot: Slot, ks: KeySlot) -> Result<(), StatusWord> {
+        let previous = self.state.keys.insert(slot, ks);
+        if let Err(sw) = self.persist() {
+            match previous {
+                Some(p) => self.state.keys.insert(slot, p),
+                None => self.state.keys.remove(&slot),
+            };
+            return Err(sw);
+        }
+        Ok(())
+    }
+
+    fn generate(&mut self, req: &Req<'_>) -> Res {
+        if req.p1 != 0 {
+            return Err(StatusWord::IncorrectP1P2);
+        }
+        let slot = Slot::new(req.p2)
+            .filter(|s| *s != Slot::ATTESTATION)
+            .ok_or(StatusWord::IncorrectP1P2)?;
+        self.require_mgmt()?;
+        let template = tlv::parse_one(req.data).map_err(|_| StatusWord::IncorrectData)?;
+        if template.tag != 0xAC {
+            return Err(StatusWord::IncorrectData);
+        }
+        let inner = tlv::parse_all(template.value).map_err(|_| StatusWord::IncorrectData)?;
+        let alg = match inner.iter().find(|t| t.tag == 0x80).map(|t| t.value) {
+            Some([a]) => AlgorithmId::from(*a),
+            _ => return Err(StatusWord::IncorrectData),
+        };
+        if !alg.is_asymmetric() {
+            return Err(StatusWord::IncorrectData);
+        }
+        let (pin_policy, touch_policy) = Card::policies(&inner)?;
+        let key = KeyMaterial::generate(alg).map_err(|_| StatusWord::IncorrectData)?;
+        let public = key.public_key_tlvs();
+        self.install_key(
+            slot,
+            KeySlot {
+                key,
+                pin_policy,
+                touch_policy,
+                origin: KeyOrigin::Generated,
+            },
+        )?;
+        Ok(Response::ok(tlv::encode(0x7F49, &public)))
+    }
+
+    fn import(&mut self, req: &Req<'_>) -> Res {
+        let alg = AlgorithmId::from(req.p1);
+        let slot = Slot::new(req.p2).ok_or(StatusWord::IncorrectP1P2)?;
+        if !alg.is_asymmetric() {
+            return Err(StatusWord::IncorrectP1P2);
+        }
+        self.require_mgmt()?;
+        let tlvs = tlv::parse_all(req.data).map_err(|_| StatusWord::IncorrectData)?;
+        let (pin_policy, touch_policy) = Card::policies(&tlvs)?;
+        let key = KeyMaterial::import(alg, req.data).map_err(|_| StatusWord::IncorrectData)?;
+        self.install_key(
+            slot,
+            KeySlot {
+                key,
+                pin_policy,
+                touch_policy,
+                origin: KeyOrigin::Imported,
+            },
+        )?;
+        Ok(Response::ok(Vec::new()))
+    }
+
+    fn move_key(&mut self, req: &Req<'_>) -> Res {
+        let src = Slot::new(req.p2)
+            .filter(|s| *s != Slot::ATTESTATION)
+            .ok_or(StatusWord::IncorrectP1P2)?;
+        let dest = match req.p1 {
+            0xFF => None,
+            d => Some(
+                Slot::new(d)
+                    .filter(|s| *s != Slot::ATTESTATION && *s != src)
+                    .ok_or(StatusWord::IncorrectP1P2)?,
+            ),
+        };
+        self.require_mgmt()?;
+        let Some(ks) = self.state.keys.remove(&src) else {
+            return Err(StatusWord::ReferenceNotFound);
+        };
+        let displaced = dest.and_then(|d| self.state.keys.insert(d, ks));
+        if let Err(sw) = self.persist() {
+            // Undo: put the key back where it was.
+            let moved = match dest {
+                Some(d) => {
+                    let k = self.state.keys.remove(&d);
+                    if let Some(old) = displaced {
+                        self.state.keys.insert(d, old);
+                    }
+                    k
+                }
+                None => None,
+            };
+            if let Some(k) = moved {
+                self.state.keys.insert(src, k);
+            }
+            return Err(sw);
+        }
+        Ok(Response::ok(Vec::new()))
+    }
+
+    fn set_management_key(&mut self, req: &Req<'_>) -> Res {
+        let touch = match (req.p1, req.p2) {
+            (0xFF, 0xFF) => TouchPolicy::Never,
+            (0xFF, 0xFE) => TouchPolicy::Always,
+            _ => return Err(StatusWord::IncorrectP1P2),
+        };
+        self.require_mgmt()?;
+        let [alg, key_ref, len, key @ ..] = req.data else {
+            return Err(StatusWord::IncorrectData);
+        };
+        if KeyRef::from(*key_ref) != KeyRef::ManagementKey || usize::from(*len) != key.len() {
+            return Err(StatusWord::IncorrectData);
+        }
+        let new = ManagementKey::new(AlgorithmId::from(*alg), key)
+            .map_err(|_| StatusWord::IncorrectData)?;
+        let previous = (
+            std::mem::replace(&mut self.state.mgmt, new),
+            self.state.mgmt_touch,
+        );
+        self.state.mgmt_touch = touch;
+        if let Err(sw) = self.persist() {
+            (self.state.mgmt, self.state.mgmt_touch) = previous;
+            return Err(sw);
+        }
+        Ok(Response::ok(Vec::new()))
+    }
+
+    fn get_metadata(&mut self, req: &Req<'_>) -> Res {
+        if req.p1 != 0 {
+            return Err(StatusWord::IncorrectP1P2);
+        }
+        let mut out = Vec::new();
+        match KeyRef::from(req.p2) {
+            KeyRef::Pin | KeyRef::Puk => {
+                let (pin, default) = if KeyRef::from(req.p2) == KeyRef::Pin {
+                    (&self.state.pin, DEFAULT_PIN)
+                } else {
+                    (&self.state.puk, DEFAULT_PUK)
+                };
+                tlv::write(&mut out, 0x01, &[AlgorithmId::PinPuk.into()]);
+                tlv::write(&mut out, 0x05, &[u8::from(pin.is_default(default))]);
+                tlv::write(&mut out, 0x06, &[pin.max_tries, pin.tries_left]);
+            }
+            KeyRef::ManagementKey => {
+                let key = &self.state.mgmt;
+                tlv::write(&mut out, 0x01, &[key.algorithm().into()]);
+                // The PIN policy byte does not apply to the management key.
+                tlv::write(
+                    &mut out,
+                    0x02,
+                    &[PinPolicy::Default.into(), self.state.mgmt_touch.into()],
+                );
+                tlv::write(&mut out, 0x05, &[u8::from(key.is_default())]);
+            }
+            _ => {
+                let slot = Slot::new(req.p2).ok_or(StatusWord::ReferenceNotFound)?;
+                let ks = self
+                    .state
+                    .keys
+                    .get(&slot)
+                    .ok_or(StatusWord::ReferenceNotFound)?;
+                let (pin, touch) = resolved_policies(slot, ks);
+                tlv::write(&mut out, 0x01, &[ks.key.algorithm().into()]);
+                tlv::write(&mut out, 0x02, &[pin.into(), touch.into()]);
+                tlv::write(&mut out, 0x03, &[ks.origin.into()]);
+                tlv::write(&mut out, 0x04, &ks.key.public_key_tlvs());
+            }
+        }
+        Ok(Response::ok(out))
+    }
+
+    fn attest(&mut self, req: &Req<'_>) -> Res {
+        if req.p2 != 0 {
+            return Err(StatusWord::IncorrectP1P2);
+        }
+        let slot = Slot::new(req.p1)
+            .filter(|s| *s != Slot::ATTESTATION)
+            .ok_or(StatusWord::IncorrectP1P2)?;
+        let ks = self
+            .state
+            .keys
+            .get(&slot)
+            .ok_or(StatusWord::ReferenceNotFound)?;
+        if ks.origin != KeyOrigin::Generated {
+            return Err(StatusWord::IncorrectData);
+        }
+        let f9 = self
+            .state
+            .keys
+            .get(&Slot::ATTESTATION)
+            .ok_or(StatusWord::ReferenceNotFound)?;
+        let f9_cert = self
+            .state
+            .certificate(Slot::ATTESTATION)
+            .ok_or(StatusWord::ReferenceNotFound)?;
+        let (pin, touch) = resolved_policies(slot, ks);
+        let id = &self.state.identity;
+        let spki = ks.key.public_key_spki_der();
+        let what = x509::Attested {
+            slot,
+            spki_der: &spki,
+            firmware: id.firmware,
+            serial: id.serial,
+            pin_policy: pin,
+            touch_policy: touch,
+        };
+        let cert = x509::attestation(&f9.key, &f9_cert, &what).map_err(|e| {
+            tracing::error!("attestation failed: {e}");
+            StatusWord::NoPreciseDiagnosis
+        })?;
+        Ok(Response::ok(cert))
+    }
+
+    fn yubikey_reset(&mut self, req: &Req<'_>) -> Res {
+        expect_p1p2(req, 0, 0)?;
+        if !(self.state.pin.is_blocked() && self.state.puk.is_blocked()) {
+            return Err(StatusWord::ConditionsNotSatisfied);
+        }
+        let alg = self.state.mgmt.algorithm();
+        let alg = if self.state.identity.firmware >= [5, 7, 0] {
+            AlgorithmId::Aes192
+        } else {
+            alg
+        };
+        let alg = if alg.is_symmetric() {
+            alg
+        } else {
+            AlgorithmId::TripleDes
+        };
+        self.state.reset_to_factory(alg);
+        self.session = Session {
+            selected: true,
+            ..Session::default()
+        };
+        self.persist()?;
+        Ok(Response::ok(Vec::new()))
+    }
+
+    fn set_pin_retries(&mut self, req: &Req<'_>) -> Res {
+        let (pin_tries, puk_tries) = (req.p1, req.p2);
+        if pin_tries == 0 || puk_tries == 0 || pin_tries > 15 || puk_tries > 15 {
+            return Err(StatusWord::IncorrectP1P2);
+        }
+        self.require_mgmt()?;
+        if !self.session.pin_verified {
+            return Err(StatusWord::SecurityStatusNotSatisfied);
+        }
+        let previous = (self.state.pin.clone(), self.state.puk.clone());
+        self.state.pin = PinState::new(DEFAULT_PIN, pin_tries);
+        self.state.puk = PinState::new(DEFAULT_PUK, puk_tries);
+        if let Err(sw) = self.persist() {
+            (self.state.pin, self.state.puk) = previous;
+            return Err(sw);
+        }
+        Ok(Response::ok(Vec::new()))
+    }
+}
+
+enum Operation<'a> {
+    Sign(&'a [u8]),
+    Ecdh(&'a [u8]),
+}
+
+/// The policies a key really has: slot defaults filled in.
+fn resolved_policies(slot: Slot, ks: &KeySlot) -> (PinPolicy, TouchPolicy) {
+    let pin = match ks.pin_policy {
+        PinPolicy::Default => slot.default_pin_policy(),
+        p => p,
+    };
+    let touch = match ks.touch_policy {
+        TouchPolicy::Default => TouchPolicy::Never,
+        t => t,
+    };
+    (pin, touch)
+}
+
+/// CLA rules of SP 800-73-4 part 2, 3.2: only the basic channel without
+/// secure messaging, optionally with the chaining bit.
+fn check_cla(cla: u8) -> Result<(), StatusWord> {
+    if cla & 0xE0 != 0 {
+        Err(StatusWord::ClaNotSupported)
+    } else if cla & 0x0C != 0 {
+        Err(StatusWord::SecureMessagingNotSupported)
+    } else if cla & 0x03 != 0 {
+        Err(StatusWord::LogicalChannelNotSupported)
+    } else {
+        Ok(())
+    }
+}
+
+fn expect_p1p2(req: &Req<'_>, p1: u8, p2: u8) -> Result<(), StatusWord> {
+    if req.p1 == p1 && req.p2 == p2 {
+        Ok(())
+    } else {
+        Err(StatusWord::IncorrectP1P2)
+    }
+}
+
+/// The SELECT answer: application property template with the PIX and
+/// version, the coexistent tag allocation authority, and the algorithms
+/// the card supports (SP 800-73-4 part 2, table 3).
+pub fn application_property_template() -> Vec<u8> {
+    let mut inner = Vec::new();
+    tlv::write(&mut inner, 0x4F, &PIV_AID[PIV_RID_LEN..]);
+    tlv::write(
+        &mut inner,
+        0x79,
+        &tlv::encode(0x4F, &PIV_AID[..PIV_RID_LEN]),
+    );
+    let mut algs = Vec::new();
+    for alg in AlgorithmId::ASYMMETRIC
+        .into_iter()
+        .chain(AlgorithmId::SYMMETRIC)
+    {
+        tlv::write(&mut algs, 0x80, &[alg.into()]);
+    }
+    tlv::write(&mut algs, 0x06, &[]);
+    tlv::write(&mut inner, 0xAC, &algs);
+    tlv::encode(0x61, &inner)
+}
+
+/// A FASC-N for a non-federal card: agency code 9999, system 9999,
+/// credential 999999, in the 25-byte BCD-with-parity encoding
+/// (SP 800-73-4 part 1, 3.1.2; the value Yubico tools write).
+fn default_fascn() -> [u8; 25] {
+    [
+        0xD4, 0xE7, 0x39, 0xDA, 0x73, 0x9C, 0xED, 0x39, 0xCE, 0x73, 0x9D, 0x83, 0x68, 0x58, 0x21,
+        0x08, 0x42, 0x10, 0x84, 0x21, 0xC8, 0x42, 0x10, 0xC3, 0xEB,
+    ]
+}

@@ -1,0 +1,297 @@
+//! What a card remembers across power cycles: identity, PINs, keys, objects.
+//!
+//! This is the persistent half of the card; the session half (who is logged
+//! in, pending challenges, chaining buffers) lives in `card.rs` and is lost
+//! on reset, as on a real card.
+
+use std::collections::BTreeMap;
+
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::enums::{AlgorithmId, KeyOrigin, ObjectId, PinPolicy, Slot, TouchPolicy};
+use crate::keys::KeyMaterial;
+use crate::mgmt::ManagementKey;
+use crate::tlv;
+
+/// YubiKey default PIN "123456".
+pub const DEFAULT_PIN: &[u8] = b"123456";
+/// YubiKey default PUK "12345678".
+pub const DEFAULT_PUK: &[u8] = b"12345678";
+/// YubiKey default retry count for PIN and PUK.
+pub const DEFAULT_TRIES: u8 = 3;
+/// PIN/PUK reference data is always 8 bytes on the wire, padded with FF.
+pub const PIN_BLOCK_LEN: usize = 8;
+
+/// ATR of a YubiKey 5 NFC over its CCID interface. Tools such as OpenSC key
+/// card quirks off the ATR, so the default is the reference card's.
+pub const YUBIKEY5_ATR: [u8; 23] = [
+    0x3B, 0xFD, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15, 0x80, 0x73, 0xC0, 0x21, 0xC0, 0x57, 0x59,
+    0x75, 0x62, 0x69, 0x4B, 0x65, 0x79, 0x40,
+];
+
+/// A PIN or PUK with its retry counter.
+#[derive(Clone)]
+pub struct PinState {
+    /// Padded 8-byte reference value.
+    pub value: Zeroizing<[u8; PIN_BLOCK_LEN]>,
+    pub max_tries: u8,
+    pub tries_left: u8,
+}
+
+impl core::fmt::Debug for PinState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PinState")
+            .field("value", &"<redacted>")
+            .field("max_tries", &self.max_tries)
+            .field("tries_left", &self.tries_left)
+            .finish()
+    }
+}
+
+impl PinState {
+    pub fn new(plain: &[u8], tries: u8) -> PinState {
+        PinState {
+            value: Zeroizing::new(pad_pin(plain)),
+            max_tries: tries,
+            tries_left: tries,
+        }
+    }
+
+    pub fn is_blocked(&self) -> bool {
+        self.tries_left == 0
+    }
+
+    /// Constant-time comparison with a padded 8-byte block.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        candidate.len() == PIN_BLOCK_LEN && bool::from(self.value.ct_eq(candidate))
+    }
+
+    pub fn is_default(&self, default: &[u8]) -> bool {
+        self.matches(&pad_pin(default))
+    }
+}
+
+/// Pads a PIN to the 8-byte reference data block with FF.
+pub fn pad_pin(plain: &[u8]) -> [u8; PIN_BLOCK_LEN] {
+    let mut block = [0xFF; PIN_BLOCK_LEN];
+    let n = plain.len().min(PIN_BLOCK_LEN);
+    block[..n].copy_from_slice(&plain[..n]);
+    block
+}
+
+/// Whether an 8-byte block is a well-formed new PIN or PUK: 6 to 8 bytes
+/// other than FF, then FF padding (SP 800-73-4 part 2, 2.4.3).
+pub fn is_valid_new_pin(block: &[u8]) -> bool {
+    if block.len() != PIN_BLOCK_LEN {
+        return false;
+    }
+    let len = block
+        .iter()
+        .position(|b| *b == 0xFF)
+        .unwrap_or(PIN_BLOCK_LEN);
+    len >= 6 && block[len..].iter().all(|b| *b == 0xFF)
+}
+
+/// A private key in a slot with its policies.
+pub struct KeySlot {
+    pub key: KeyMaterial,
+    pub pin_policy: PinPolicy,
+    pub touch_policy: TouchPolicy,
+    pub origin: KeyOrigin,
+}
+
+impl core::fmt::Debug for KeySlot {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeySlot")
+            .field("algorithm", &self.key.algorithm())
+            .field("pin_policy", &self.pin_policy)
+            .field("touch_policy", &self.touch_policy)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+/// Facts fixed when the card is made; they survive a YubiKey RESET.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub serial: u32,
+    pub firmware: [u8; 3],
+    pub atr: Vec<u8>,
+    /// CHUID GUID (tag 34). OpenSC shows it as the token serial and Windows
+    /// derives container names from it, so it never changes.
+    pub guid: [u8; 16],
+    /// CHUID FASC-N (tag 30).
+    pub fascn: [u8; 25],
+    /// CCC card identifier (tag F0), 21 bytes.
+    pub card_id: [u8; 21],
+    /// CHUID expiration date "YYYYMMDD" (tag 35).
+    pub expiry: [u8; 8],
+}
+
+impl Identity {
+    /// The CHUID object value (contents of tag 53), as a YubiKey writes it:
+    /// FASC-N, GUID, expiry, an empty signature and an empty LRC.
+    pub fn chuid(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        tlv::write(&mut v, 0x30, &self.fascn);
+        tlv::write(&mut v, 0x34, &self.guid);
+        tlv::write(&mut v, 0x35, &self.expiry);
+        tlv::write(&mut v, 0x3E, &[]);
+        tlv::write(&mut v, 0xFE, &[]);
+        v
+    }
+
+    /// The Card Capability Container value (SP 800-73-4 part 1, table 8).
+    pub fn ccc(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        tlv::write(&mut v, 0xF0, &self.card_id);
+        tlv::write(&mut v, 0xF1, &[0x21]);
+        tlv::write(&mut v, 0xF2, &[0x21]);
+        tlv::write(&mut v, 0xF3, &[]);
+        tlv::write(&mut v, 0xF4, &[0x00]);
+        tlv::write(&mut v, 0xF5, &[0x10]);
+        tlv::write(&mut v, 0xF6, &[]);
+        tlv::write(&mut v, 0xF7, &[]);
+        tlv::write(&mut v, 0xFA, &[]);
+        tlv::write(&mut v, 0xFB, &[]);
+        tlv::write(&mut v, 0xFC, &[]);
+        tlv::write(&mut v, 0xFD, &[]);
+        tlv::write(&mut v, 0xFE, &[]);
+        v
+    }
+}
+
+/// The Discovery object (tag 7E, stored as a bare TLV): PIV AID and a PIN
+/// usage policy of "PIV PIN only, PIV PIN primary".
+pub fn default_discovery() -> Vec<u8> {
+    let mut inner = Vec::new();
+    tlv::write(&mut inner, 0x4F, &crate::enums::PIV_AID);
+    tlv::write(&mut inner, 0x5F2F, &[0x40, 0x00]);
+    tlv::encode(0x7E, &inner)
+}
+
+/// Everything the card keeps.
+#[derive(Debug)]
+pub struct CardState {
+    pub identity: Identity,
+    pub pin: PinState,
+    pub puk: PinState,
+    pub mgmt: ManagementKey,
+    pub mgmt_touch: TouchPolicy,
+    pub keys: BTreeMap<Slot, KeySlot>,
+    /// Data objects by id. Values are what GET DATA wraps in tag 53, except
+    /// Discovery (7E) and BIT group template (7F61), stored as bare TLVs.
+    pub objects: BTreeMap<ObjectId, Vec<u8>>,
+}
+
+impl CardState {
+    /// Objects a card holds from the factory and after RESET.
+    pub fn factory_objects(identity: &Identity) -> BTreeMap<ObjectId, Vec<u8>> {
+        let mut objects = BTreeMap::new();
+        objects.insert(ObjectId::CHUID, identity.chuid());
+        objects.insert(ObjectId::CCC, identity.ccc());
+        objects.insert(ObjectId::DISCOVERY, default_discovery());
+        objects
+    }
+
+    /// Default PIN, PUK and management key; keeps identity, the attestation
+    /// key and its certificate, as a YubiKey RESET does.
+    pub fn reset_to_factory(&mut self, mgmt_alg: AlgorithmId) {
+        self.pin = PinState::new(DEFAULT_PIN, DEFAULT_TRIES);
+        self.puk = PinState::new(DEFAULT_PUK, DEFAULT_TRIES);
+        self.mgmt = ManagementKey::default_for(mgmt_alg);
+        self.mgmt_touch = TouchPolicy::Never;
+        self.keys.retain(|slot, _| *slot == Slot::ATTESTATION);
+        let attestation_cert = self.objects.remove(&ObjectId::YUBICO_ATTESTATION);
+        self.objects = CardState::factory_objects(&self.identity);
+        if let Some(cert) = attestation_cert {
+            self.objects.insert(ObjectId::YUBICO_ATTESTATION, cert);
+        }
+    }
+
+    /// The certificate DER held in a slot's certificate object, if any.
+    pub fn certificate(&self, slot: Slot) -> Option<Vec<u8>> {
+        let value = self.objects.get(&slot.certificate_object())?;
+        let der = tlv::find(value, 0x70)?;
+        match tlv::find(value, 0x71) {
+            Some([0x01]) => {
+                use std::io::Read;
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(der)
+                    .take(1 << 20)
+                    .read_to_end(&mut out)
+                    .ok()?;
+                Some(out)
+            }
+            _ => Some(der.to_vec()),
+        }
+    }
+
+    /// Value of a certificate object as YubiKey tools write it.
+    pub fn certificate_object_value(der: &[u8]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(der.len() + 10);
+        tlv::write(&mut v, 0x70, der);
+        tlv::write(&mut v, 0x71, &[0x00]);
+        tlv::write(&mut v, 0xFE, &[]);
+        v
+    }
+
+    /// Key History object value, derived from the retired-slot certificates
+    /// present. OpenSC only looks at retired slots 1..=C1, so C1 is the
+    /// highest retired slot holding a certificate (equal to the count when
+    /// slots are filled in order, as ykman does). An URL (F3) or off-card
+    /// count (C2) the host wrote is kept.
+    pub fn key_history(&self) -> Option<Vec<u8>> {
+        let on_card = Slot::piv()
+            .filter_map(|s| s.retired_index().map(|i| (s, i)))
+            .filter(|(s, _)| self.objects.contains_key(&s.certificate_object()))
+            .map(|(_, i)| i)
+            .max()
+            .unwrap_or(0);
+        let written = self.objects.get(&ObjectId::KEY_HISTORY);
+        let off_card = written
+            .and_then(|w| tlv::find(w, 0xC2))
+            .and_then(|v| v.first().copied())
+            .unwrap_or(0);
+        let url = written.and_then(|w| tlv::find(w, 0xF3));
+        if on_card == 0 && written.is_none() {
+            return None;
+        }
+        let mut v = Vec::new();
+        tlv::write(&mut v, 0xC1, &[on_card]);
+        tlv::write(&mut v, 0xC2, &[off_card]);
+        if let Some(url) = url {
+            tlv::write(&mut v, 0xF3, url);
+        }
+        tlv::write(&mut v, 0xFE, &[]);
+        Some(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atr_checksum_is_valid() {
+        // TCK: XOR of T0 .. TCK is zero.
+        assert_eq!(YUBIKEY5_ATR[1..].iter().fold(0u8, |a, b| a ^ b), 0);
+    }
+
+    #[test]
+    fn pin_format() {
+        assert!(is_valid_new_pin(&pad_pin(b"123456")));
+        assert!(is_valid_new_pin(b"12345678"));
+        assert!(!is_valid_new_pin(&pad_pin(b"12345")));
+        assert!(!is_valid_new_pin(&[0xFF; 8]));
+        assert!(!is_valid_new_pin(&[
+            b'1', b'2', b'3', 0xFF, b'4', b'5', b'6', 0xFF
+        ]));
+        let pin = PinState::new(DEFAULT_PIN, 3);
+        assert!(pin.matches(&pad_pin(b"123456")));
+        assert!(!pin.matches(&pad_pin(b"123457")));
+        assert!(!pin.matches(b"123456"));
+        assert!(format!("{pin:?}").contains("redacted"));
+    }
+}

@@ -1,0 +1,212 @@
+//! A minimal PIV host for tests: sends APDUs, collects 61xx chains, and
+//! authenticates with the management key the way libykpiv does.
+#![allow(dead_code)]
+
+use piv_applet::apdu::{build_command, Response};
+use piv_applet::mgmt::ManagementKey;
+use piv_applet::{AlgorithmId, Card, CardOptions, StatusWord};
+
+pub const DEFAULT_MGMT: [u8; 24] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8,
+];
+
+pub fn hex(s: &str) -> Vec<u8> {
+    hex::decode(s.replace(' ', "")).expect("test hex")
+}
+
+pub fn new_card() -> Card {
+    Card::ephemeral(&CardOptions {
+        serial: Some(12345678),
+        guid: Some([0x11; 16]),
+        ..CardOptions::default()
+    })
+    .expect("card")
+}
+
+pub struct Host {
+    pub card: Card,
+}
+
+impl Host {
+    pub fn new() -> Host {
+        Host { card: new_card() }
+    }
+
+    /// One raw exchange.
+    pub fn raw(&mut self, apdu: &[u8]) -> Response {
+        let out = self.card.process(apdu);
+        Response::parse(&out).expect("a response always has a status word")
+    }
+
+    /// One command with short/extended length as needed, following 61xx.
+    pub fn send(&mut self, ins: u8, p1: u8, p2: u8, data: &[u8]) -> Response {
+        let mut resp = self.raw(&build_command(
+            0,
+            ins,
+            p1,
+            p2,
+            data,
+            Some(if data.len() > 255 { 65536 } else { 256 }),
+        ));
+        let mut all = std::mem::take(&mut resp.data);
+        while let StatusWord::MoreData(n) = resp.sw {
+            resp = self.raw(&[0, 0xC0, 0, 0, n]);
+            all.extend_from_slice(&resp.data);
+        }
+        Response {
+            data: all,
+            sw: resp.sw,
+        }
+    }
+
+    /// Sends `data` with command chaining in chunks of 255 bytes, short APDUs
+    /// only (as ykman does with non-YubiKey readers), following 61xx.
+    pub fn send_chained(&mut self, ins: u8, p1: u8, p2: u8, data: &[u8]) -> Response {
+        let chunks: Vec<&[u8]> = data.chunks(255).collect();
+        for c in &chunks[..chunks.len() - 1] {
+            let r = self.raw(&build_command(0x10, ins, p1, p2, c, None));
+            assert_eq!(r.sw, StatusWord::Success, "chained chunk");
+        }
+        let mut resp = self.raw(&build_command(
+            0,
+            ins,
+            p1,
+            p2,
+            chunks[chunks.len() - 1],
+            Some(256),
+        ));
+        let mut all = std::mem::take(&mut resp.data);
+        while let StatusWord::MoreData(n) = resp.sw {
+            resp = self.raw(&[0, 0xC0, 0, 0, n]);
+            all.extend_from_slice(&resp.data);
+        }
+        Response {
+            data: all,
+            sw: resp.sw,
+        }
+    }
+
+    pub fn ok(&mut self, ins: u8, p1: u8, p2: u8, data: &[u8]) -> Vec<u8> {
+        let r = self.send(ins, p1, p2, data);
+        assert_eq!(r.sw, StatusWord::Success, "INS {ins:02X} {p1:02X} {p2:02X}");
+        r.data
+    }
+
+    pub fn verify_pin(&mut self, pin: &[u8]) -> StatusWord {
+        self.send(0x20, 0, 0x80, &piv_applet::state::pad_pin(pin))
+            .sw
+    }
+
+    /// Mutual authentication with the management key.
+    pub fn auth(&mut self, alg: AlgorithmId, key: &[u8]) -> StatusWord {
+        let k = ManagementKey::new(alg, key).unwrap();
+        let r = self.send(0x87, alg.into(), 0x9B, &hex("7C 02 80 00"));
+        if r.sw != StatusWord::Success {
+            return r.sw;
+        }
+        let witness_enc =
+            piv_applet::tlv::find(piv_applet::tlv::find(&r.data, 0x7C).unwrap(), 0x80)
+                .unwrap()
+                .to_vec();
+        let witness = k.decrypt_block(&witness_enc).unwrap();
+        let challenge = vec![0x5A; k.block_size()];
+        let mut inner = Vec::new();
+        piv_applet::tlv::write(&mut inner, 0x80, &witness);
+        piv_applet::tlv::write(&mut inner, 0x81, &challenge);
+        let r = self.send(
+            0x87,
+            alg.into(),
+            0x9B,
+            &piv_applet::tlv::encode(0x7C, &inner),
+        );
+        if r.sw == StatusWord::Success {
+            let answer =
+                piv_applet::tlv::find(piv_applet::tlv::find(&r.data, 0x7C).unwrap(), 0x82).unwrap();
+            assert_eq!(
+                answer,
+                k.encrypt_block(&challenge).unwrap(),
+                "card proves it knows the key"
+            );
+        }
+        r.sw
+    }
+
+    pub fn auth_default(&mut self) {
+        assert_eq!(
+            self.auth(AlgorithmId::Aes192, &DEFAULT_MGMT),
+            StatusWord::Success
+        );
+    }
+
+    /// GENERATE in a slot; returns the 7F49 template contents.
+    pub fn generate(&mut self, slot: u8, alg: AlgorithmId, policies: &[u8]) -> Vec<u8> {
+        let mut inner = vec![0x80, 1, alg.into()];
+        inner.extend_from_slice(policies);
+        let r = self.send(0x47, 0, slot, &piv_applet::tlv::encode(0xAC, &inner));
+        assert_eq!(r.sw, StatusWord::Success, "generate {alg:?} in {slot:02X}");
+        piv_applet::tlv::find(&r.data, 0x7F49)
+            .expect("7F49")
+            .to_vec()
+    }
+
+    /// GENERAL AUTHENTICATE sign/decrypt; returns the 82 value.
+    pub fn sign(
+        &mut self,
+        slot: u8,
+        alg: AlgorithmId,
+        input: &[u8],
+    ) -> Result<Vec<u8>, StatusWord> {
+        let mut inner = Vec::new();
+        piv_applet::tlv::write(&mut inner, 0x82, &[]);
+        piv_applet::tlv::write(&mut inner, 0x81, input);
+        let r = self.send_chained(
+            0x87,
+            alg.into(),
+            slot,
+            &piv_applet::tlv::encode(0x7C, &inner),
+        );
+        if r.sw != StatusWord::Success {
+            return Err(r.sw);
+        }
+        Ok(
+            piv_applet::tlv::find(piv_applet::tlv::find(&r.data, 0x7C).unwrap(), 0x82)
+                .unwrap()
+                .to_vec(),
+        )
+    }
+
+    pub fn ecdh(
+        &mut self,
+        slot: u8,
+        alg: AlgorithmId,
+        point: &[u8],
+    ) -> Result<Vec<u8>, StatusWord> {
+        let mut inner = Vec::new();
+        piv_applet::tlv::write(&mut inner, 0x82, &[]);
+        piv_applet::tlv::write(&mut inner, 0x85, point);
+        let r = self.send(
+            0x87,
+            alg.into(),
+            slot,
+            &piv_applet::tlv::encode(0x7C, &inner),
+        );
+        if r.sw != StatusWord::Success {
+            return Err(r.sw);
+        }
+        Ok(
+            piv_applet::tlv::find(piv_applet::tlv::find(&r.data, 0x7C).unwrap(), 0x82)
+                .unwrap()
+                .to_vec(),
+        )
+    }
+
+    pub fn put_data(&mut self, tag: &[u8], value: &[u8]) -> StatusWord {
+        let mut d = piv_applet::tlv::encode(0x5C, tag);
+        piv_applet::tlv::write(&mut d, 0x53, value);
+        self.send(0xDB, 0x3F, 0xFF, &d).sw
+    }
+
+    pub fn get_data(&mut self, tag: &[u8]) -> Response {
+        self.send(0xCB, 0x3F, 0xFF, &piv_applet::tlv::encode(0x5C, tag))
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh Debian 12 machine (as root, no
+# systemd): installs what the tests need, starts pcscd, then runs the
+# format and lint checks, the Rust test suites (unit, property and
+# end-to-end tests with real PC/SC clients) and the Windows shim under Wine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "set-up: Linux PC/SC stack and clients"
+bash scripts/setup-pcsc.sh
+if [ -f scripts/setup-wine.sh ]; then
+  step "set-up: Windows cross build and Wine"
+  bash scripts/setup-wine.sh
+fi
+step "pcscd"
+bash scripts/pcscd.sh start
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test (unit, property and end-to-end tests)"
+cargo test --workspace --no-fail-fast
+
+if [ -f scripts/test-windows.sh ]; then
+  step "Windows shim under Wine"
+  bash scripts/test-windows.sh
+fi

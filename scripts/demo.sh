@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The main job: on a fresh Debian 12 machine (root), installs the PC/SC
+# stack, starts pcscd, builds vreader and plugs the default demo card into
+# the first vpcd reader, then shows what OpenSC sees. The card keeps
+# running in the background; stop it with `kill $(cat /tmp/virtual-piv-demo.pid)`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup-pcsc.sh
+bash scripts/pcscd.sh start
+cargo build --release -p vreader
+if [ -f /tmp/virtual-piv-demo.pid ] && kill -0 "$(cat /tmp/virtual-piv-demo.pid)" 2>/dev/null; then
+  kill "$(cat /tmp/virtual-piv-demo.pid)"; sleep 0.5
+fi
+setsid target/release/vreader run >/tmp/virtual-piv-demo.log 2>&1 < /dev/null &
+echo $! > /tmp/virtual-piv-demo.pid
+for _ in $(seq 1 50); do
+  opensc-tool -r 'Virtual PCD 00 00' -n >/dev/null 2>&1 && break
+  sleep 0.2
+done
+echo "== opensc-tool -n"
+opensc-tool -r 'Virtual PCD 00 00' -n
+echo "== pkcs15-tool -D"
+pkcs15-tool -r 0 -D
+echo
+echo "The card runs as pid $(cat /tmp/virtual-piv-demo.pid) (log: /tmp/virtual-piv-demo.log)."
+echo "Default PIN 123456, PUK 12345678. Try: pkcs11-tool --module /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so -O"
+echo "Stop it with: kill \$(cat /tmp/virtual-piv-demo.pid)"

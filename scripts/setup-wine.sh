@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the Windows build of winscard-shim needs on Debian 12: the
+# mingw cross toolchain, Wine to run the result, and the two Windows Rust
+# targets (gnu to build and run here, msvc because Windows users and CI
+# `cargo check` against it). Safe to run again.
+set -euo pipefail
+
+need_apt=()
+command -v wine >/dev/null 2>&1 || need_apt+=(wine wine64)
+command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || need_apt+=(gcc-mingw-w64-x86-64)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  # wine (32-bit parts) wants i386; wine64 alone is enough for our x86_64 programs.
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_apt[@]}"
+fi
+
+installed=$(rustup target list --installed)
+for t in x86_64-pc-windows-gnu x86_64-pc-windows-msvc; do
+  grep -qx "$t" <<<"$installed" || rustup target add "$t"
+done
+
+command -v wine >/dev/null || { echo "setup-wine: wine missing after install" >&2; exit 1; }
+command -v x86_64-w64-mingw32-gcc >/dev/null || { echo "setup-wine: mingw gcc missing after install" >&2; exit 1; }
+echo "setup-wine: ok ($(wine --version 2>/dev/null || echo wine), $(x86_64-w64-mingw32-gcc --version | head -1))"

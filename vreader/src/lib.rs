@@ -1,0 +1,10 @@
+//! `vreader`: plugs virtual PIV cards into readers over the vpcd protocol.
+//!
+//! In connect mode (the default) each card dials a vpcd reader slot of the
+//! local pcscd and redials whenever pcscd restarts, so the card reappears
+//! by itself. In listen mode each card waits for a reader to dial it (the
+//! winscard shim's remote backend, or vpcd's reverse mode).
+
+pub mod host;
+pub mod paths;
+pub mod provision;

@@ -1,0 +1,104 @@
+//! Making cards that are useful at once.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use piv_applet::x509::CertRequest;
+use piv_applet::{AlgorithmId, Card, CardOptions, PinPolicy, Slot, TouchPolicy};
+
+/// Creates a card file with YubiKey defaults plus, when `demo_key` is set,
+/// an RSA-2048 key and a self-signed certificate in slot 9A, so OpenSC and
+/// ssh have something to show and use right away.
+pub fn create_card(path: &Path, opts: &CardOptions, demo_key: bool) -> anyhow::Result<Card> {
+    let mut card = Card::create(path, opts)?;
+    if demo_key {
+        card.generate_key(
+            Slot::AUTHENTICATION,
+            AlgorithmId::Rsa2048,
+            PinPolicy::Default,
+            TouchPolicy::Default,
+        )?;
+        let serial = card.state().identity.serial;
+        let subject = format!("CN=Virtual PIV {serial},O=virtual-piv");
+        let req = CertRequest {
+            subject: &subject,
+            serial: &serial.to_be_bytes(),
+            not_before: SystemTime::now(),
+            days: 3650,
+            extensions: vec![],
+        };
+        card.self_sign(Slot::AUTHENTICATION, &req)?;
+    }
+    Ok(card)
+}
+
+/// A human-readable account of a card file: never a secret.
+pub fn describe(card: &Card) -> String {
+    use std::fmt::Write;
+    let s = card.state();
+    let id = &s.identity;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "card file:       {}",
+        card.path()
+            .map_or("(memory)".into(), |p| p.display().to_string())
+    );
+    let _ = writeln!(out, "serial:          {}", id.serial);
+    let _ = writeln!(
+        out,
+        "firmware:        {}.{}.{}",
+        id.firmware[0], id.firmware[1], id.firmware[2]
+    );
+    let _ = writeln!(out, "ATR:             {}", hex::encode_upper(&id.atr));
+    let _ = writeln!(out, "CHUID GUID:      {}", hex::encode(id.guid));
+    let _ = writeln!(
+        out,
+        "PIN:             {} of {} tries left{}",
+        s.pin.tries_left,
+        s.pin.max_tries,
+        if s.pin.is_default(piv_applet::state::DEFAULT_PIN) {
+            " (default PIN)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        out,
+        "PUK:             {} of {} tries left{}",
+        s.puk.tries_left,
+        s.puk.max_tries,
+        if s.puk.is_default(piv_applet::state::DEFAULT_PUK) {
+            " (default PUK)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        out,
+        "management key:  {}{}",
+        s.mgmt.algorithm().name().unwrap_or("?"),
+        if s.mgmt.is_default() {
+            " (default key)"
+        } else {
+            ""
+        }
+    );
+    for (slot, ks) in &s.keys {
+        let cert = card
+            .certificate(*slot)
+            .map(|der| format!("certificate {} bytes", der.len()))
+            .unwrap_or_else(|| "no certificate".into());
+        let _ = writeln!(
+            out,
+            "slot {slot}:         {} key, {:?} origin, PIN policy {:?}, touch policy {:?}, {cert}",
+            ks.key.algorithm().name().unwrap_or("?"),
+            ks.origin,
+            ks.pin_policy,
+            ks.touch_policy,
+        );
+    }
+    let objects: Vec<String> = s.objects.keys().map(|o| o.to_string()).collect();
+    let _ = writeln!(out, "data objects:    {}", objects.join(" "));
+    out
+}

@@ -1,0 +1,29 @@
+//! Creates a card file for the end-to-end tests: the given PKCS#8 key and
+//! certificate in slot 9A, everything else at the card's defaults (PIN
+//! 123456). Used by scripts/test-windows.sh and the Linux tests.
+//!
+//! Usage: make_test_card <card.json> <key.pk8.der> <cert.der>
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [path, key, cert] = args.as_slice() else {
+        eprintln!("usage: make_test_card <card.json> <key.pk8.der> <cert.der>");
+        std::process::exit(2);
+    };
+    let key = std::fs::read(key).expect("read key");
+    let cert = std::fs::read(cert).expect("read certificate");
+    let _ = std::fs::remove_file(path);
+    let mut card =
+        piv_applet::Card::create(path, &piv_applet::CardOptions::default()).expect("create card");
+    let km = piv_applet::keys::KeyMaterial::from_pkcs8_der(&key).expect("key");
+    card.import_key(
+        piv_applet::Slot::AUTHENTICATION,
+        km,
+        piv_applet::PinPolicy::Default,
+        piv_applet::TouchPolicy::Default,
+    )
+    .expect("import key");
+    card.put_certificate(piv_applet::Slot::AUTHENTICATION, &cert)
+        .expect("store certificate");
+    println!("{path}");
+}

@@ -1,0 +1,233 @@
+//! The unsafe helpers both ABI layers share: the panic barrier, caller
+//! buffers (NULL → needed length, short → INSUFFICIENT_BUFFER,
+//! SCARD_AUTOALLOCATE → memory only SCardFreeMemory releases) and C strings.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
+
+use crate::error::{ScardError, ScardResult};
+
+/// The integer type an ABI uses for lengths (`DWORD`).
+pub(crate) trait Dword: Copy + PartialEq {
+    const AUTOALLOCATE: Self;
+    fn get(self) -> usize;
+    fn make(v: usize) -> Self;
+}
+
+impl Dword for u32 {
+    const AUTOALLOCATE: Self = u32::MAX;
+    fn get(self) -> usize {
+        self as usize
+    }
+    fn make(v: usize) -> Self {
+        v as u32
+    }
+}
+
+impl Dword for u64 {
+    const AUTOALLOCATE: Self = u64::MAX;
+    fn get(self) -> usize {
+        self as usize
+    }
+    fn make(v: usize) -> Self {
+        v as u64
+    }
+}
+
+/// Runs an export's body; a panic becomes SCARD_F_INTERNAL_ERROR instead
+/// of unwinding into C (undefined behaviour) or aborting the host process.
+pub(crate) fn guard(name: &'static str, f: impl FnOnce() -> ScardResult<()>) -> ScardResult<()> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => {
+            tracing::trace!("{name} -> SCARD_S_SUCCESS");
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            tracing::debug!("{name} -> {e}");
+            Err(e)
+        }
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!("{name} panicked: {what}");
+            Err(ScardError::InternalError)
+        }
+    }
+}
+
+/// Autoallocated buffers by address, 8-byte aligned whatever they hold.
+static ALLOCATIONS: Mutex<Option<HashMap<usize, Box<[u64]>>>> = Mutex::new(None);
+
+fn allocate<T: Copy>(data: &[T]) -> *mut T {
+    let bytes = std::mem::size_of_val(data);
+    let mut block = vec![0u64; bytes.div_ceil(8).max(1)].into_boxed_slice();
+    let p = block.as_mut_ptr() as *mut T;
+    // SAFETY: the block holds at least `bytes` bytes, is 8-aligned (enough
+    // for u8/u16) and does not overlap `data`.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+    let mut g = ALLOCATIONS.lock().unwrap_or_else(|e| e.into_inner());
+    g.get_or_insert_with(HashMap::new).insert(p as usize, block);
+    p
+}
+
+/// Releases an autoallocated buffer; false when `p` is not one of ours.
+pub(crate) fn free(p: *const core::ffi::c_void) -> bool {
+    let mut g = ALLOCATIONS.lock().unwrap_or_else(|e| e.into_inner());
+    g.get_or_insert_with(HashMap::new)
+        .remove(&(p as usize))
+        .is_some()
+}
+
+/// Hands `data` to the caller through a `(buffer, length)` pair, in
+/// elements of T (bytes or UTF-16 units).
+///
+/// # Safety
+/// `buf` and `len` must be what the caller passed: `len` NULL or valid;
+/// `buf` NULL, or valid for `*len` elements, or (with `*len` =
+/// SCARD_AUTOALLOCATE) a valid `*mut *mut T`.
+pub(crate) unsafe fn write_out<T: Copy, D: Dword>(
+    data: &[T],
+    buf: *mut T,
+    len: *mut D,
+    autoallocate: bool,
+) -> ScardResult<()> {
+    if len.is_null() {
+        return Err(ScardError::InvalidParameter);
+    }
+    let have = *len;
+    if autoallocate && have == D::AUTOALLOCATE {
+        if buf.is_null() {
+            return Err(ScardError::InvalidParameter);
+        }
+        *(buf as *mut *mut T) = allocate(data);
+        *len = D::make(data.len());
+        return Ok(());
+    }
+    *len = D::make(data.len());
+    if buf.is_null() {
+        return Ok(());
+    }
+    if have.get() < data.len() {
+        return Err(ScardError::InsufficientBuffer);
+    }
+    std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
+    Ok(())
+}
+
+/// Writes one value to an optional out-pointer.
+///
+/// # Safety
+/// `p` NULL or valid for a write of T.
+pub(crate) unsafe fn put<T>(p: *mut T, v: T) {
+    if !p.is_null() {
+        p.write(v);
+    }
+}
+
+/// A NUL-terminated 8-bit string (ANSI; our names are ASCII).
+///
+/// # Safety
+/// `p` NULL or a valid NUL-terminated string.
+pub(crate) unsafe fn cstr(p: *const u8) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(std::ffi::CStr::from_ptr(p.cast()).to_bytes()).into_owned())
+}
+
+#[cfg(windows)]
+/// A NUL-terminated UTF-16 string.
+///
+/// # Safety
+/// `p` NULL or a valid NUL-terminated UTF-16 string.
+pub(crate) unsafe fn wstr(p: *const u16) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    let mut n = 0;
+    while *p.add(n) != 0 {
+        n += 1;
+    }
+    Some(String::from_utf16_lossy(std::slice::from_raw_parts(p, n)))
+}
+
+/// A multi-string (`a\0b\0\0`) of 8-bit strings.
+///
+/// # Safety
+/// `p` NULL or a valid double-NUL-terminated multi-string.
+pub(crate) unsafe fn multi_cstr(mut p: *const u8) -> Option<Vec<String>> {
+    if p.is_null() {
+        return None;
+    }
+    let mut out = Vec::new();
+    while *p != 0 {
+        let s = std::ffi::CStr::from_ptr(p.cast());
+        out.push(String::from_utf8_lossy(s.to_bytes()).into_owned());
+        p = p.add(s.to_bytes().len() + 1);
+    }
+    Some(out)
+}
+
+#[cfg(windows)]
+/// A multi-string of UTF-16 strings.
+///
+/// # Safety
+/// `p` NULL or a valid double-NUL-terminated UTF-16 multi-string.
+pub(crate) unsafe fn multi_wstr(mut p: *const u16) -> Option<Vec<String>> {
+    if p.is_null() {
+        return None;
+    }
+    let mut out = Vec::new();
+    while *p != 0 {
+        let s = wstr(p).unwrap_or_default();
+        p = p.add(s.encode_utf16().count() + 1);
+        out.push(s);
+    }
+    Some(out)
+}
+
+/// `a\0b\0\0` (an empty list is `\0\0`, as Windows returns it).
+pub(crate) fn multi_a(items: &[String]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for s in items {
+        v.extend_from_slice(s.as_bytes());
+        v.push(0);
+    }
+    if items.is_empty() {
+        v.push(0);
+    }
+    v.push(0);
+    v
+}
+
+#[cfg(windows)]
+/// UTF-16 `a\0b\0\0`.
+pub(crate) fn multi_w(items: &[String]) -> Vec<u16> {
+    let mut v = Vec::new();
+    for s in items {
+        v.extend(s.encode_utf16());
+        v.push(0);
+    }
+    if items.is_empty() {
+        v.push(0);
+    }
+    v.push(0);
+    v
+}
+
+/// One NUL-terminated 8-bit string.
+pub(crate) fn one_a(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+#[cfg(windows)]
+/// One NUL-terminated UTF-16 string.
+pub(crate) fn one_w(s: &str) -> Vec<u16> {
+    s.encode_utf16().chain([0]).collect()
+}

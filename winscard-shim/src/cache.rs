@@ -1,0 +1,1103 @@
+//! The smart card cache items msclmd.dll reads through `SCardReadCacheW`,
+//! built from what the card itself answers (see
+//! `../shared/spec/msclmd-cache.md` for every byte layout).
+//!
+//! The card is read through APDUs only (SELECT, GET DATA of the CHUID and of
+//! every certificate object), so an embedded card and a remote one give the
+//! same items, and what is cached can never disagree with what msclmd would
+//! read from the card itself.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+
+use der::Decode;
+use flate2::read::{GzDecoder, ZlibDecoder};
+use flate2::write::ZlibEncoder;
+use piv_applet::apdu::build_command;
+use piv_applet::tlv;
+
+/// PIV application identifier (NIST SP 800-73-4), the 9-byte form OpenSC
+/// and msclmd select.
+pub const PIV_AID: [u8; 9] = [0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00];
+/// CHUID object tag.
+pub const CHUID_TAG: u32 = 0x5FC102;
+
+/// Every slot that can hold a certificate msclmd exposes, with its
+/// certificate object tag, in the order containers are numbered.
+pub const CERT_SLOTS: [(u8, u32); 24] = {
+    let mut out = [(0u8, 0u32); 24];
+    out[0] = (0x9A, 0x5FC105);
+    out[1] = (0x9C, 0x5FC10A);
+    out[2] = (0x9D, 0x5FC10B);
+    out[3] = (0x9E, 0x5FC101);
+    let mut i = 0;
+    while i < 20 {
+        // Retired key 82+i has object 5FC10D+i (msclmd: key ref = tag low byte + 0x75).
+        out[4 + i] = (0x82 + i as u8, 0x5FC10D + i as u32);
+        i += 1;
+    }
+    out
+};
+
+/// One APDU in, response data + SW out; errors mean the card is gone.
+pub type Transport<'a> = dyn FnMut(&[u8]) -> Result<Vec<u8>, String> + 'a;
+
+/// Why the cache could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("card transport failed: {0}")]
+    Transport(String),
+    #[error("card answered {sw:04X} to {what}")]
+    Status { what: &'static str, sw: u16 },
+    #[error("malformed {what}: {detail}")]
+    Malformed { what: String, detail: String },
+}
+
+/// What the cache is built from: the CHUID GUID and the certificate of
+/// every certificate-bearing slot, exactly as the card returned them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardInfo {
+    pub guid: [u8; 16],
+    pub certs: Vec<SlotCert>,
+}
+
+/// One slot's certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotCert {
+    pub key_ref: u8,
+    pub object_tag: u32,
+    pub der: Vec<u8>,
+}
+
+/// Sends one APDU and collects the whole answer, following `61xx` with GET
+/// RESPONSE and `6Cxx` with a corrected Le, as a PC/SC host must.
+pub fn exchange(tx: &mut Transport<'_>, apdu: &[u8]) -> Result<(Vec<u8>, u16), CacheError> {
+    let mut data = Vec::new();
+    let mut resp = tx(apdu).map_err(CacheError::Transport)?;
+    loop {
+        if resp.len() < 2 {
+            return Err(CacheError::Malformed {
+                what: "response".into(),
+                detail: format!("{} bytes", resp.len()),
+            });
+        }
+        let sw = u16::from_be_bytes([resp[resp.len() - 2], resp[resp.len() - 1]]);
+        data.extend_from_slice(&resp[..resp.len() - 2]);
+        match sw >> 8 {
+            0x61 => {
+                resp = tx(&[0x00, 0xC0, 0x00, 0x00, sw as u8]).map_err(CacheError::Transport)?
+            }
+            0x6C => {
+                let mut again = apdu.to_vec();
+                if let Some(last) = again.last_mut() {
+                    *last = sw as u8;
+                }
+                data.clear();
+                resp = tx(&again).map_err(CacheError::Transport)?;
+            }
+            _ => return Ok((data, sw)),
+        }
+    }
+}
+
+fn get_data(tx: &mut Transport<'_>, tag: u32) -> Result<Option<Vec<u8>>, CacheError> {
+    let t = tag.to_be_bytes();
+    let apdu = build_command(
+        0x00,
+        0xCB,
+        0x3F,
+        0xFF,
+        &[0x5C, 0x03, t[1], t[2], t[3]],
+        Some(256),
+    );
+    let (data, sw) = exchange(tx, &apdu)?;
+    match sw {
+        0x9000 => {
+            let outer = tlv::parse_one(&data).map_err(|e| CacheError::Malformed {
+                what: format!("object {tag:06X}"),
+                detail: format!("{e:?}"),
+            })?;
+            if outer.tag != 0x53 {
+                return Err(CacheError::Malformed {
+                    what: format!("object {tag:06X}"),
+                    detail: format!("outer tag {:X}, expected 53", outer.tag),
+                });
+            }
+            Ok(Some(outer.value.to_vec()))
+        }
+        0x6A82 => Ok(None),
+        sw => Err(CacheError::Status {
+            what: "GET DATA",
+            sw,
+        }),
+    }
+}
+
+/// Reads the CHUID GUID and every slot's certificate through APDUs.
+pub fn read_card(tx: &mut Transport<'_>) -> Result<CardInfo, CacheError> {
+    let select = build_command(0x00, 0xA4, 0x04, 0x00, &PIV_AID, Some(256));
+    let (_, sw) = exchange(tx, &select)?;
+    if sw != 0x9000 {
+        return Err(CacheError::Status {
+            what: "SELECT PIV",
+            sw,
+        });
+    }
+    let mut guid = [0u8; 16];
+    if let Some(chuid) = get_data(tx, CHUID_TAG)? {
+        if let Some(g) = tlv::find(&chuid, 0x34) {
+            if g.len() == 16 {
+                guid.copy_from_slice(g);
+            }
+        }
+    }
+    let mut certs = Vec::new();
+    for (key_ref, object_tag) in CERT_SLOTS {
+        let Some(value) = get_data(tx, object_tag)? else {
+            continue;
+        };
+        let Some(cert) = tlv::find(&value, 0x70) else {
+            continue;
+        };
+        if cert.is_empty() {
+            continue;
+        }
+        let compressed = tlv::find(&value, 0x71).is_some_and(|i| i.first() == Some(&1));
+        let der = if compressed {
+            let mut out = Vec::new();
+            GzDecoder::new(cert)
+                .read_to_end(&mut out)
+                .map_err(|e| CacheError::Malformed {
+                    what: format!("gzip certificate in {object_tag:06X}"),
+                    detail: e.to_string(),
+                })?;
+            out
+        } else {
+            cert.to_vec()
+        };
+        certs.push(SlotCert {
+            key_ref,
+            object_tag,
+            der,
+        });
+    }
+    Ok(CardInfo { guid, certs })
+}
+
+/// The container name Windows' PIV minidriver expects: the first 13 CHUID
+/// GUID bytes as a lowercase GUID string, then the certificate tag in hex.
+/// msclmd scans it with `%30s%6x`, so the tag must sit at characters 30..36.
+pub fn container_name(guid: &[u8; 16], object_tag: u32) -> String {
+    let g = guid;
+    format!(
+        "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:06x}",
+        g[3], g[2], g[1], g[0], g[5], g[4], g[7], g[6], g[8], g[9], g[10], g[11], g[12], object_tag
+    )
+}
+
+/// The inverse of [`container_name`]: the 13 GUID bytes and the tag, when a
+/// name follows the PIV scheme (used to honour a configured container name).
+pub fn parse_container_name(name: &str) -> Option<([u8; 13], u32)> {
+    let b = name.as_bytes();
+    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    let hex: String = name[..30].chars().filter(|c| *c != '-').collect();
+    let raw = hex::decode(hex).ok()?;
+    let raw: [u8; 13] = raw.try_into().ok()?;
+    let order = [3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12];
+    let mut g = [0u8; 13];
+    for (i, &o) in order.iter().enumerate() {
+        g[o] = raw[i];
+    }
+    let tag = u32::from_str_radix(&name[30..], 16).ok()?;
+    CERT_SLOTS
+        .iter()
+        .any(|(_, t)| *t == tag)
+        .then_some((g, tag))
+}
+
+/// The three freshness counters msclmd keeps (pin, containers, files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Freshness {
+    pub pin: u8,
+    pub containers: u16,
+    pub files: u16,
+}
+
+impl Default for Freshness {
+    /// The values seen working with mstsc smart card logon (spec section 1).
+    fn default() -> Self {
+        Freshness {
+            pin: 0,
+            containers: 1,
+            files: 0x0B,
+        }
+    }
+}
+
+/// The 6-byte CARD_CACHE_FILE_FORMAT every item starts with. `activity` is
+/// HIWORD(dwEventState) of the reader as this DLL reports it; msclmd adds it
+/// to the stored counters, so the header must too or msclmd finds every
+/// item stale.
+pub fn cardcf(f: Freshness, activity: u16) -> [u8; 6] {
+    let c = f.containers.wrapping_add(activity).to_le_bytes();
+    let fi = f.files.wrapping_add(activity).to_le_bytes();
+    [1, f.pin, c[0], c[1], fi[0], fi[1]]
+}
+
+fn with_header(cf: &[u8; 6], value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16 + value.len());
+    v.extend_from_slice(cf);
+    v.extend_from_slice(&[0; 6]);
+    v.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    v.extend_from_slice(value);
+    v
+}
+
+fn u32s(vals: &[u32]) -> Vec<u8> {
+    vals.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// One cache item as `SCardReadCacheW` returns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheItem {
+    pub name: String,
+    pub value: Vec<u8>,
+}
+
+/// Choices that change what is cached.
+#[derive(Clone, Debug, Default)]
+pub struct CacheOptions {
+    /// Pre-cache ECC containers in the format described in docs/windows.md.
+    /// That format is inferred from the minidriver specification, not
+    /// captured from msclmd, so by default a card with an ECC certificate
+    /// gets no container items at all and msclmd reads the card itself.
+    pub ecc_containers: bool,
+}
+
+/// A certificate's public key as msclmd caches it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublicKey {
+    /// Modulus big-endian without leading zeros, exponent.
+    Rsa { modulus: Vec<u8>, exponent: u32 },
+    /// Curve size in bits (256, 384) and the uncompressed point's X and Y.
+    Ec { bits: u16, x: Vec<u8>, y: Vec<u8> },
+}
+
+impl PublicKey {
+    /// Key size in bits as CONTAINER_MAP_RECORD and CARD_KEY_SIZES count it.
+    pub fn bits(&self) -> u16 {
+        match self {
+            PublicKey::Rsa { modulus, .. } => (modulus.len() * 8) as u16,
+            PublicKey::Ec { bits, .. } => *bits,
+        }
+    }
+}
+
+const OID_RSA: &str = "1.2.840.113549.1.1.1";
+const OID_EC: &str = "1.2.840.10045.2.1";
+const OID_P256: &str = "1.2.840.10045.3.1.7";
+const OID_P384: &str = "1.3.132.0.34";
+
+/// The public key of an X.509 certificate.
+pub fn certificate_public_key(der: &[u8]) -> Result<PublicKey, CacheError> {
+    let bad = |detail: String| CacheError::Malformed {
+        what: "certificate".into(),
+        detail,
+    };
+    let cert = x509_cert::Certificate::from_der(der).map_err(|e| bad(e.to_string()))?;
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    let key_bits = spki.subject_public_key.raw_bytes();
+    match spki.algorithm.oid.to_string().as_str() {
+        OID_RSA => {
+            let key = pkcs1_rsa(key_bits).map_err(bad)?;
+            Ok(key)
+        }
+        OID_EC => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok())
+                .map(|o| o.to_string())
+                .unwrap_or_default();
+            let bits = match curve.as_str() {
+                OID_P256 => 256u16,
+                OID_P384 => 384,
+                other => return Err(bad(format!("unsupported curve {other}"))),
+            };
+            let n = usize::from(bits / 8);
+            if key_bits.len() != 1 + 2 * n || key_bits[0] != 4 {
+                return Err(bad("EC point is not uncompressed".into()));
+            }
+            Ok(PublicKey::Ec {
+                bits,
+                x: key_bits[1..1 + n].to_vec(),
+                y: key_bits[1 + n..].to_vec(),
+            })
+        }
+        other => Err(bad(format!("unsupported key algorithm {other}"))),
+    }
+}
+
+fn pkcs1_rsa(bytes: &[u8]) -> Result<PublicKey, String> {
+    // RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
+    #[derive(der::Sequence)]
+    struct RsaPub<'a> {
+        modulus: der::asn1::UintRef<'a>,
+        exponent: der::asn1::UintRef<'a>,
+    }
+    let k = RsaPub::from_der(bytes).map_err(|e| e.to_string())?;
+    let e = k.exponent.as_bytes();
+    if e.len() > 4 {
+        return Err("RSA exponent does not fit in 32 bits".into());
+    }
+    let exponent = e.iter().fold(0u32, |a, b| (a << 8) | u32::from(*b));
+    Ok(PublicKey::Rsa {
+        modulus: k.modulus.as_bytes().to_vec(),
+        exponent,
+    })
+}
+
+/// CryptoAPI PUBLICKEYBLOB (RSA) or BCRYPT_ECCKEY_BLOB (ECC).
+pub fn key_blob(key: &PublicKey) -> Vec<u8> {
+    match key {
+        PublicKey::Rsa { modulus, exponent } => {
+            let bitlen = (modulus.len() * 8) as u32;
+            let mut v = vec![0x06, 0x02, 0x00, 0x00, 0x00, 0xA4, 0x00, 0x00];
+            v.extend_from_slice(b"RSA1");
+            v.extend_from_slice(&bitlen.to_le_bytes());
+            v.extend_from_slice(&exponent.to_le_bytes());
+            v.extend(modulus.iter().rev());
+            v
+        }
+        PublicKey::Ec { bits, x, y } => {
+            // BCRYPT_ECDSA_PUBLIC_P256_MAGIC "ECS1" / P384 "ECS3".
+            let magic: u32 = if *bits == 256 {
+                0x3153_4345
+            } else {
+                0x3353_4345
+            };
+            let mut v = magic.to_le_bytes().to_vec();
+            v.extend_from_slice(&(x.len() as u32).to_le_bytes());
+            v.extend_from_slice(x);
+            v.extend_from_slice(y);
+            v
+        }
+    }
+}
+
+/// One 86-byte CONTAINER_MAP_RECORD.
+pub fn cmap_record(name: &str, default: bool, sig_bits: u16, kx_bits: u16) -> [u8; 86] {
+    let mut r = [0u8; 86];
+    for (i, unit) in name.encode_utf16().take(39).enumerate() {
+        r[2 * i..2 * i + 2].copy_from_slice(&unit.to_le_bytes());
+    }
+    r[80] = if default { 0x03 } else { 0x01 };
+    r[82..84].copy_from_slice(&sig_bits.to_le_bytes());
+    r[84..86].copy_from_slice(&kx_bits.to_le_bytes());
+    r
+}
+
+/// The kxc/ksc certificate record value: flags, DER length, zlib stream.
+pub fn compressed_cert(der: &[u8]) -> Result<Vec<u8>, CacheError> {
+    let len = u16::try_from(der.len()).map_err(|_| CacheError::Malformed {
+        what: "certificate".into(),
+        detail: format!("{} bytes do not fit the 16-bit length field", der.len()),
+    })?;
+    let mut z = ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(der)
+        .and_then(|_| z.flush())
+        .map_err(|e| CacheError::Transport(e.to_string()))?;
+    let stream = z
+        .finish()
+        .map_err(|e| CacheError::Transport(e.to_string()))?;
+    let mut v = Vec::with_capacity(4 + stream.len());
+    v.extend_from_slice(&1u16.to_le_bytes());
+    v.extend_from_slice(&len.to_le_bytes());
+    v.extend_from_slice(&stream);
+    Ok(v)
+}
+
+/// Names of the items, so tests and callers do not repeat string literals.
+pub mod names {
+    pub const PIN_FRESHNESS: &str = "Cached_CardmodFile\\Cached_Pin_Freshness";
+    pub const FILE_FRESHNESS: &str = "Cached_CardmodFile\\Cached_File_Freshness";
+    pub const CONTAINER_FRESHNESS: &str = "Cached_CardmodFile\\Cached_Container_Freshness";
+    pub const READ_ONLY: &str = "Cached_CardProperty_Read Only Mode_0";
+    pub const CACHE_MODE: &str = "Cached_CardProperty_Cache Mode_0";
+    pub const X509_ENROLLMENT: &str = "Cached_CardProperty_Supports Windows x.509 Enrollment_0";
+    pub const CAPABILITIES: &str = "Cached_CardProperty_Capabilities_0";
+    pub const KEY_SIZES_KEYX: &str = "Cached_CardProperty_Key Sizes_1";
+    pub const KEY_SIZES_SIG: &str = "Cached_CardProperty_Key Sizes_2";
+    pub const CMAPFILE: &str = "Cached_GeneralFile/mscp/cmapfile";
+    pub const CMAPFILE_RAW: &str = "Cached_CardmodFile\\Cached_CMAPFile";
+}
+
+/// Builds every item for a card. `activity` is HIWORD(dwEventState) of the
+/// reader this card sits in.
+pub fn build_items(
+    info: &CardInfo,
+    fresh: Freshness,
+    activity: u16,
+    opts: &CacheOptions,
+) -> Result<Vec<CacheItem>, CacheError> {
+    let cf = cardcf(fresh, activity);
+    let mut items = Vec::new();
+    let mut put = |name: String, value: Vec<u8>| items.push(CacheItem { name, value });
+    put(names::PIN_FRESHNESS.into(), vec![fresh.pin, 0]);
+    put(
+        names::FILE_FRESHNESS.into(),
+        fresh.files.to_le_bytes().to_vec(),
+    );
+    put(
+        names::CONTAINER_FRESHNESS.into(),
+        fresh.containers.to_le_bytes().to_vec(),
+    );
+    // msclmd marks real PIV cards read-only and never enrolls on them.
+    put(names::READ_ONLY.into(), with_header(&cf, &u32s(&[1])));
+    put(names::CACHE_MODE.into(), with_header(&cf, &u32s(&[1])));
+    put(names::X509_ENROLLMENT.into(), with_header(&cf, &u32s(&[0])));
+    put(
+        names::CAPABILITIES.into(),
+        with_header(&cf, &u32s(&[1, 0, 1])),
+    );
+    // CARD_KEY_SIZES for RSA as the card implements it: 1024..4096 by 1024.
+    let sizes = u32s(&[1, 1024, 2048, 4096, 1024]);
+    put(names::KEY_SIZES_KEYX.into(), with_header(&cf, &sizes));
+    put(names::KEY_SIZES_SIG.into(), with_header(&cf, &sizes));
+
+    let mut containers = Vec::new();
+    for c in &info.certs {
+        let key = certificate_public_key(&c.der)?;
+        containers.push((c, key));
+    }
+    if !opts.ecc_containers
+        && containers
+            .iter()
+            .any(|(_, k)| matches!(k, PublicKey::Ec { .. }))
+    {
+        // Leave the whole container map to msclmd: a partial map would hide
+        // the ECC keys, a guessed format might break the RSA ones too.
+        return Ok(items);
+    }
+    let mut cmap = Vec::new();
+    for (i, (c, key)) in containers.iter().enumerate() {
+        let name = container_name(&info.guid, c.object_tag);
+        let (sig, kx) = match key {
+            PublicKey::Rsa { .. } => (0, key.bits()),
+            PublicKey::Ec { .. } => (key.bits(), 0),
+        };
+        cmap.extend_from_slice(&cmap_record(&name, i == 0, sig, kx));
+    }
+    put(names::CMAPFILE.into(), with_header(&cf, &cmap));
+    put(names::CMAPFILE_RAW.into(), cmap);
+    for (i, (c, key)) in containers.iter().enumerate() {
+        // ROLE_USER: the PIV PIN guards every key msclmd uses.
+        put(
+            format!("Cached_ContainerProperty_PIN Identifier_{i}"),
+            with_header(&cf, &u32s(&[1])),
+        );
+        let blob = key_blob(key);
+        let (sig_len, kx_len) = match key {
+            PublicKey::Rsa { .. } => (0, blob.len() as u32),
+            PublicKey::Ec { .. } => (blob.len() as u32, 0),
+        };
+        let mut info_v = u32s(&[0, 0, sig_len, kx_len]);
+        info_v.extend_from_slice(&blob);
+        put(
+            format!("Cached_ContainerInfo_{i:02}"),
+            with_header(&cf, &info_v),
+        );
+        let prefix = if kx_len > 0 { "kxc" } else { "ksc" };
+        put(
+            format!("Cached_GeneralFile/mscp/{prefix}{i:02}"),
+            with_header(&cf, &compressed_cert(&c.der)?),
+        );
+    }
+    Ok(items)
+}
+
+/// Splits a headered item into (cardcf, value); None when the length field
+/// disagrees with the bytes that follow.
+pub fn split_header(item: &[u8]) -> Option<([u8; 6], &[u8])> {
+    if item.len() < 16 {
+        return None;
+    }
+    let len = u32::from_le_bytes(item[12..16].try_into().ok()?) as usize;
+    (item.len() == 16 + len).then(|| (item[..6].try_into().unwrap(), &item[16..]))
+}
+
+/// Inflates a kxc/ksc record to the certificate DER.
+pub fn decompress_cert(value: &[u8]) -> Option<Vec<u8>> {
+    if value.len() < 4 {
+        return None;
+    }
+    let flags = u16::from_le_bytes([value[0], value[1]]);
+    let len = usize::from(u16::from_le_bytes([value[2], value[3]]));
+    let out = if flags == 1 {
+        let mut out = Vec::new();
+        ZlibDecoder::new(&value[4..]).read_to_end(&mut out).ok()?;
+        out
+    } else {
+        value[4..].to_vec()
+    };
+    (out.len() == len).then_some(out)
+}
+
+fn le32s(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn subject_of(der: &[u8]) -> String {
+    x509_cert::Certificate::from_der(der)
+        .map(|c| c.tbs_certificate.subject.to_string())
+        .unwrap_or_else(|e| format!("<unparsable certificate: {e}>"))
+}
+
+fn decode_cmap(records: &[u8]) -> String {
+    let mut s = String::new();
+    for (i, r) in records.chunks(86).enumerate() {
+        if r.len() != 86 {
+            let _ = write!(s, "\n    trailing {} bytes", r.len());
+            break;
+        }
+        let units: Vec<u16> = r[..80]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|u| *u != 0)
+            .collect();
+        let _ = write!(
+            s,
+            "\n    [{i}] name {:?} flags 0x{:02X} sig bits {} keyx bits {}",
+            String::from_utf16_lossy(&units),
+            r[80],
+            u16::from_le_bytes([r[82], r[83]]),
+            u16::from_le_bytes([r[84], r[85]])
+        );
+    }
+    s
+}
+
+/// A readable view of one item.
+pub fn decode(name: &str, value: &[u8]) -> String {
+    if name.starts_with("Cached_CardmodFile\\Cached_") && name.ends_with("_Freshness") {
+        return match value {
+            [a, b] => format!("counter {}", u16::from_le_bytes([*a, *b])),
+            _ => format!("unexpected length {}", value.len()),
+        };
+    }
+    if name == names::CMAPFILE_RAW {
+        return format!(
+            "{} records (no header){}",
+            value.len() / 86,
+            decode_cmap(value)
+        );
+    }
+    let Some((cf, v)) = split_header(value) else {
+        return "header length field does not match the item".into();
+    };
+    let head = format!(
+        "cardcf v{} pin {} containers {} files {}; {} value bytes",
+        cf[0],
+        cf[1],
+        u16::from_le_bytes([cf[2], cf[3]]),
+        u16::from_le_bytes([cf[4], cf[5]]),
+        v.len()
+    );
+    let body = if name == names::CMAPFILE {
+        format!("{} records{}", v.len() / 86, decode_cmap(v))
+    } else if name.contains("Key Sizes") {
+        let f = le32s(v);
+        format!("CARD_KEY_SIZES {f:?} (version, min, default, max, increment)")
+    } else if name.contains("Capabilities") {
+        format!(
+            "CARD_CAPABILITIES {:?} (version, cert compression, keygen)",
+            le32s(v)
+        )
+    } else if name.starts_with("Cached_ContainerInfo_") && v.len() >= 16 {
+        let f = le32s(&v[..16]);
+        let blob = &v[16..];
+        let key = if blob.starts_with(&[0x06, 0x02]) && blob.len() >= 20 {
+            let bits = u32::from_le_bytes(blob[12..16].try_into().unwrap());
+            let exp = u32::from_le_bytes(blob[16..20].try_into().unwrap());
+            let mut m = blob[20..].to_vec();
+            m.reverse();
+            format!("RSA{} e={} modulus(BE) {}", bits, exp, hex::encode(&m))
+        } else if blob.len() >= 8 {
+            format!(
+                "ECC magic {:?} key bytes {}",
+                String::from_utf8_lossy(&blob[..4]),
+                le32s(&blob[4..8])[0]
+            )
+        } else {
+            "no key".into()
+        };
+        format!(
+            "version {} sig blob {} keyx blob {}; {key}",
+            f[0], f[2], f[3]
+        )
+    } else if name.starts_with("Cached_GeneralFile/mscp/k") {
+        match decompress_cert(v) {
+            Some(der) => format!(
+                "certificate {} bytes DER, subject {}",
+                der.len(),
+                subject_of(&der)
+            ),
+            None => "certificate record does not inflate to its declared length".into(),
+        }
+    } else if v.len() == 4 {
+        format!("u32 {}", le32s(v)[0])
+    } else {
+        String::new()
+    };
+    format!("{head}\n    {body}")
+}
+
+/// Every item as text: name, hex bytes, decoded view.
+pub fn dump_items(items: &[CacheItem]) -> String {
+    let mut s = String::new();
+    for it in items {
+        let _ = writeln!(
+            s,
+            "{}\n  hex: {}\n  {}",
+            it.name,
+            hex::encode(&it.value),
+            decode(&it.name, &it.value)
+        );
+    }
+    s
+}
+
+/// What msclmd will see for a card: reads it through `tx` (one APDU in, the
+/// response with its status word out) and prints every item exactly as the
+/// shim would serve it in a reader whose event count is `activity`.
+pub fn dump(
+    tx: &mut Transport<'_>,
+    activity: u16,
+    opts: &CacheOptions,
+) -> Result<String, CacheError> {
+    let info = read_card(tx)?;
+    let items = build_items(&info, Freshness::default(), activity, opts)?;
+    let mut s = format!("CHUID GUID {}\n", hex::encode(info.guid));
+    for c in &info.certs {
+        let _ = writeln!(
+            s,
+            "slot {:02X} (object {:06X}): container {}",
+            c.key_ref,
+            c.object_tag,
+            container_name(&info.guid, c.object_tag)
+        );
+    }
+    s.push('\n');
+    s.push_str(&dump_items(&items));
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rsa::pkcs8::DecodePublicKey;
+    use rsa::traits::PublicKeyParts;
+
+    const CERT: &[u8] = include_bytes!("../tests/data/rsa2048.cert.der");
+    const EC_CERT: &[u8] = include_bytes!("../tests/data/p256.cert.der");
+    /// The spec's container-name vector, completed with three arbitrary bytes.
+    const GUID: [u8; 16] = [
+        0x58, 0xc6, 0x8a, 0x1d, 0x65, 0xe0, 0xa0, 0x92, 0x85, 0xaf, 0x09, 0x0b, 0x07, 0x11, 0x22,
+        0x33,
+    ];
+
+    fn info(certs: &[(u8, u32, &[u8])]) -> CardInfo {
+        CardInfo {
+            guid: GUID,
+            certs: certs
+                .iter()
+                .map(|(k, t, d)| SlotCert {
+                    key_ref: *k,
+                    object_tag: *t,
+                    der: d.to_vec(),
+                })
+                .collect(),
+        }
+    }
+
+    fn item<'a>(items: &'a [CacheItem], name: &str) -> &'a [u8] {
+        &items
+            .iter()
+            .find(|i| i.name == name)
+            .unwrap_or_else(|| panic!("no item {name}"))
+            .value
+    }
+
+    /// The header with the default counters and activity 1, built by hand.
+    fn hdr(len: u32) -> Vec<u8> {
+        let mut v = vec![0x01, 0x00, 0x02, 0x00, 0x0C, 0x00, 0, 0, 0, 0, 0, 0];
+        v.extend_from_slice(&len.to_le_bytes());
+        v
+    }
+
+    fn cat(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    /// The modulus through an independent path (rsa crate over the SPKI).
+    fn modulus_le(cert: &[u8]) -> Vec<u8> {
+        let c = x509_cert::Certificate::from_der(cert).unwrap();
+        let spki = der::Encode::to_der(&c.tbs_certificate.subject_public_key_info).unwrap();
+        rsa::RsaPublicKey::from_public_key_der(&spki)
+            .unwrap()
+            .n()
+            .to_bytes_le()
+    }
+
+    #[test]
+    fn container_name_matches_the_spec_vector() {
+        assert_eq!(
+            container_name(&GUID, 0x5FC105),
+            "1d8ac658-e065-92a0-85af-090b075fc105"
+        );
+        assert_eq!(
+            container_name(&GUID, 0x5FC10D),
+            "1d8ac658-e065-92a0-85af-090b075fc10d"
+        );
+        let (g, tag) = parse_container_name("1d8ac658-e065-92a0-85af-090b075fc105").unwrap();
+        assert_eq!(&g, &GUID[..13]);
+        assert_eq!(tag, 0x5FC105);
+        assert!(parse_container_name("te-RDPsmartcardlogon5-fc36fc18-e0-25895").is_none());
+        assert!(parse_container_name("1d8ac658-e065-92a0-85af-090b075fc199").is_none());
+    }
+
+    #[test]
+    fn every_item_byte_for_byte() {
+        let items = build_items(
+            &info(&[(0x9A, 0x5FC105, CERT)]),
+            Freshness::default(),
+            1,
+            &CacheOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(item(&items, names::PIN_FRESHNESS), [0x00, 0x00]);
+        assert_eq!(item(&items, names::FILE_FRESHNESS), [0x0B, 0x00]);
+        assert_eq!(item(&items, names::CONTAINER_FRESHNESS), [0x01, 0x00]);
+        assert_eq!(
+            item(&items, names::READ_ONLY),
+            cat(&[&hdr(4), &[1, 0, 0, 0]])
+        );
+        assert_eq!(
+            item(&items, names::CACHE_MODE),
+            cat(&[&hdr(4), &[1, 0, 0, 0]])
+        );
+        assert_eq!(
+            item(&items, names::X509_ENROLLMENT),
+            cat(&[&hdr(4), &[0, 0, 0, 0]])
+        );
+        assert_eq!(
+            item(&items, names::CAPABILITIES),
+            cat(&[&hdr(12), &[1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]])
+        );
+        let sizes: &[u8] = &[
+            1, 0, 0, 0, 0, 4, 0, 0, 0, 8, 0, 0, 0, 0x10, 0, 0, 0, 4, 0, 0,
+        ];
+        assert_eq!(sizes.len(), 20, "CARD_KEY_SIZES is exactly 20 bytes");
+        assert_eq!(item(&items, names::KEY_SIZES_KEYX), cat(&[&hdr(20), sizes]));
+        assert_eq!(item(&items, names::KEY_SIZES_SIG), cat(&[&hdr(20), sizes]));
+
+        let mut rec = Vec::new();
+        for c in "1d8ac658-e065-92a0-85af-090b075fc105".encode_utf16() {
+            rec.extend_from_slice(&c.to_le_bytes());
+        }
+        rec.resize(80, 0);
+        rec.extend_from_slice(&[0x03, 0x00, 0x00, 0x00, 0x00, 0x08]);
+        assert_eq!(rec.len(), 86);
+        assert_eq!(item(&items, names::CMAPFILE), cat(&[&hdr(86), &rec]));
+        assert_eq!(item(&items, names::CMAPFILE_RAW), rec);
+        assert_eq!(
+            item(&items, "Cached_ContainerProperty_PIN Identifier_0"),
+            cat(&[&hdr(4), &[1, 0, 0, 0]])
+        );
+
+        let m = modulus_le(CERT);
+        assert_eq!(m.len(), 256);
+        let blob = cat(&[
+            &[0x06, 0x02, 0x00, 0x00, 0x00, 0xA4, 0x00, 0x00],
+            b"RSA1",
+            &[0x00, 0x08, 0x00, 0x00],
+            &[0x01, 0x00, 0x01, 0x00],
+            &m,
+        ]);
+        assert_eq!(blob.len(), 276);
+        let ci = item(&items, "Cached_ContainerInfo_00");
+        assert_eq!(ci, cat(&[&hdr(292), &[0; 12], &[0x14, 0x01, 0, 0], &blob]));
+
+        let kxc = item(&items, "Cached_GeneralFile/mscp/kxc00");
+        let (cf, v) = split_header(kxc).expect("value_len matches");
+        assert_eq!(cf, [0x01, 0x00, 0x02, 0x00, 0x0C, 0x00]);
+        assert_eq!(
+            &v[..4],
+            &[
+                0x01,
+                0x00,
+                (CERT.len() & 0xFF) as u8,
+                (CERT.len() >> 8) as u8
+            ]
+        );
+        assert_eq!(
+            &v[4..6],
+            &[0x78, 0x9C],
+            "zlib stream with its RFC 1950 header"
+        );
+        assert_eq!(
+            decompress_cert(v).unwrap(),
+            CERT,
+            "kxc inflates to exactly the card's certificate"
+        );
+        let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names.len(), 14, "{names:?}");
+    }
+
+    #[test]
+    fn header_follows_counters_plus_activity() {
+        let f = Freshness {
+            pin: 3,
+            containers: 7,
+            files: 0x20,
+        };
+        for activity in [0u16, 1, 2, 0x1234] {
+            let items = build_items(
+                &info(&[(0x9A, 0x5FC105, CERT)]),
+                f,
+                activity,
+                &CacheOptions::default(),
+            )
+            .unwrap();
+            let expect = cardcf(f, activity);
+            assert_eq!(expect[..2], [1, 3]);
+            assert_eq!(u16::from_le_bytes([expect[2], expect[3]]), 7 + activity);
+            assert_eq!(u16::from_le_bytes([expect[4], expect[5]]), 0x20 + activity);
+            for it in &items {
+                if it.name.starts_with("Cached_CardmodFile\\") {
+                    continue;
+                }
+                let (cf, _) =
+                    split_header(&it.value).unwrap_or_else(|| panic!("{} header", it.name));
+                assert_eq!(cf, expect, "{}", it.name);
+            }
+            // The raw counters never include the activity: msclmd adds it.
+            assert_eq!(item(&items, names::CONTAINER_FRESHNESS), 7u16.to_le_bytes());
+        }
+        assert_eq!(
+            cardcf(Freshness::default(), 1),
+            [0x01, 0x00, 0x02, 0x00, 0x0C, 0x00]
+        );
+    }
+
+    #[test]
+    fn several_containers_are_numbered_and_only_the_first_is_default() {
+        let items = build_items(
+            &info(&[
+                (0x9A, 0x5FC105, CERT),
+                (0x9D, 0x5FC10B, CERT),
+                (0x82, 0x5FC10D, CERT),
+            ]),
+            Freshness::default(),
+            1,
+            &CacheOptions::default(),
+        )
+        .unwrap();
+        let raw = item(&items, names::CMAPFILE_RAW);
+        assert_eq!(raw.len(), 3 * 86);
+        assert_eq!(raw[80], 0x03);
+        assert_eq!(raw[86 + 80], 0x01);
+        assert_eq!(raw[2 * 86 + 80], 0x01);
+        let name2: Vec<u16> = raw[86..166]
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        assert!(
+            String::from_utf16_lossy(&name2).starts_with("1d8ac658-e065-92a0-85af-090b075fc10b\0")
+        );
+        for i in 0..3 {
+            assert!(items
+                .iter()
+                .any(|it| it.name == format!("Cached_ContainerProperty_PIN Identifier_{i}")));
+            assert!(items
+                .iter()
+                .any(|it| it.name == format!("Cached_ContainerInfo_{i:02}")));
+            assert!(items
+                .iter()
+                .any(|it| it.name == format!("Cached_GeneralFile/mscp/kxc{i:02}")));
+        }
+    }
+
+    #[test]
+    fn rsa_blob_for_every_size() {
+        for bits in [1024usize, 2048, 3072, 4096] {
+            let mut modulus = vec![0xA5; bits / 8];
+            modulus[0] = 0xC3;
+            modulus[bits / 8 - 1] = 0x01;
+            let b = key_blob(&PublicKey::Rsa {
+                modulus: modulus.clone(),
+                exponent: 65537,
+            });
+            assert_eq!(b.len(), 20 + bits / 8);
+            assert_eq!(
+                u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize,
+                bits
+            );
+            assert_eq!(b[20], 0x01, "little-endian: least significant byte first");
+            assert_eq!(*b.last().unwrap(), 0xC3);
+        }
+    }
+
+    #[test]
+    fn ecc_cards_leave_containers_to_msclmd_unless_asked() {
+        let i = info(&[(0x9A, 0x5FC105, CERT), (0x9C, 0x5FC10A, EC_CERT)]);
+        let items = build_items(&i, Freshness::default(), 1, &CacheOptions::default()).unwrap();
+        assert!(!items
+            .iter()
+            .any(|it| it.name.contains("cmap") || it.name.contains("CMAP")));
+        assert!(items.iter().any(|it| it.name == names::KEY_SIZES_KEYX));
+        let items = build_items(
+            &i,
+            Freshness::default(),
+            1,
+            &CacheOptions {
+                ecc_containers: true,
+            },
+        )
+        .unwrap();
+        let raw = item(&items, names::CMAPFILE_RAW);
+        assert_eq!(
+            &raw[86 + 82..86 + 86],
+            &[0x00, 0x01, 0x00, 0x00],
+            "ECDSA P-256: 256 signature bits"
+        );
+        let (_, v) = split_header(item(&items, "Cached_ContainerInfo_01")).unwrap();
+        assert_eq!(&v[8..16], &[72, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&v[16..24], b"ECS1\x20\x00\x00\x00");
+        let (_, v) = split_header(item(&items, "Cached_GeneralFile/mscp/ksc01")).unwrap();
+        assert_eq!(decompress_cert(v).unwrap(), EC_CERT);
+    }
+
+    #[test]
+    fn dump_decodes_every_item() {
+        let items = build_items(
+            &info(&[(0x9A, 0x5FC105, CERT)]),
+            Freshness::default(),
+            1,
+            &CacheOptions::default(),
+        )
+        .unwrap();
+        let text = dump_items(&items);
+        assert!(text.contains("1d8ac658-e065-92a0-85af-090b075fc105"));
+        assert!(text.contains("CN=Virtual PIV Test User"));
+        assert!(text.contains("CARD_KEY_SIZES [1, 1024, 2048, 4096, 1024]"));
+        assert!(!text.contains("does not match"));
+    }
+
+    /// Layouts against items captured from a real Windows virtual smart card.
+    #[test]
+    fn layouts_agree_with_the_windows_capture() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/vectors/tpm-vsc-cache-items.json"
+        );
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+            panic!("reference vectors missing at {path}: {e} (they live outside the repository)")
+        });
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let items = v["items"].as_object().unwrap();
+        let get = |n: &str| hex::decode(items[n].as_str().unwrap()).unwrap();
+        let pin = get(names::PIN_FRESHNESS);
+        let cont = get(names::CONTAINER_FRESHNESS);
+        let file = get(names::FILE_FRESHNESS);
+        let f = Freshness {
+            pin: pin[0],
+            containers: u16::from_le_bytes([cont[0], cont[1]]),
+            files: u16::from_le_bytes([file[0], file[1]]),
+        };
+        let expect_cf = cardcf(f, 0);
+        for (name, hexval) in items {
+            if name.starts_with("Cached_CardmodFile\\") {
+                continue;
+            }
+            let raw = hex::decode(hexval.as_str().unwrap()).unwrap();
+            let (cf, _) = split_header(&raw).unwrap_or_else(|| panic!("{name}: header length"));
+            assert_eq!(cf, expect_cf, "{name}: counters + activity 0");
+            assert_eq!(&raw[6..12], &[0; 6], "{name}: reserved bytes");
+        }
+        let (caps_item, cmap_item) = (get(names::CAPABILITIES), get(names::CMAPFILE));
+        let (kxc_item, ci_item) = (
+            get("Cached_GeneralFile/mscp/kxc00"),
+            get("Cached_ContainerInfo_00"),
+        );
+        let (_, caps) = split_header(&caps_item).unwrap();
+        assert_eq!(caps.len(), 12);
+        let (_, cmap) = split_header(&cmap_item).unwrap();
+        assert_eq!(cmap.len(), 86);
+        let (_, kxc) = split_header(&kxc_item).unwrap();
+        let der = decompress_cert(kxc).expect("capture's kxc inflates to its declared length");
+        let (_, ci) = split_header(&ci_item).unwrap();
+        assert_eq!(&ci[..12], &[0; 12]);
+        let blob_len = u32::from_le_bytes(ci[12..16].try_into().unwrap()) as usize;
+        assert_eq!(blob_len, ci.len() - 16);
+        // Our encoder, fed the capture's certificate, gives the capture's key blob.
+        let key = certificate_public_key(&der).unwrap();
+        assert_eq!(key_blob(&key), &ci[16..]);
+        assert_eq!(modulus_le(&der), &ci[36..]);
+        // And our decoder reads the capture's items.
+        assert!(decode(
+            "Cached_GeneralFile/mscp/kxc00",
+            &get("Cached_GeneralFile/mscp/kxc00")
+        )
+        .contains("CN=pw14"));
+    }
+
+    /// A card answering through 61xx chains and gzip-compressed certificate objects.
+    #[test]
+    fn read_card_follows_get_response_and_gzip() {
+        use flate2::write::GzEncoder;
+        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(CERT).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut obj = Vec::new();
+        tlv::write(&mut obj, 0x70, &gz);
+        tlv::write(&mut obj, 0x71, &[0x01]);
+        tlv::write(&mut obj, 0xFE, &[]);
+        let obj = tlv::encode(0x53, &obj);
+        let chuid = tlv::encode(0x53, &tlv::encode(0x34, &GUID));
+        let mut pending: Vec<u8> = Vec::new();
+        let mut tx = |apdu: &[u8]| -> Result<Vec<u8>, String> {
+            let full = match apdu[1] {
+                0xA4 => vec![],
+                0xC0 => std::mem::take(&mut pending),
+                0xCB if apdu[5..].starts_with(&[0x5C, 0x03, 0x5F, 0xC1, 0x02]) => chuid.clone(),
+                0xCB if apdu[5..].starts_with(&[0x5C, 0x03, 0x5F, 0xC1, 0x0B]) => obj.clone(),
+                _ => return Ok(vec![0x6A, 0x82]),
+            };
+            let n = full.len().min(100);
+            pending = full[n..].to_vec();
+            let mut r = full[..n].to_vec();
+            if pending.is_empty() {
+                r.extend_from_slice(&[0x90, 0x00]);
+            } else {
+                r.extend_from_slice(&[0x61, pending.len().min(255) as u8]);
+            }
+            Ok(r)
+        };
+        let got = read_card(&mut tx).unwrap();
+        assert_eq!(got.guid, GUID);
+        assert_eq!(
+            got.certs,
+            vec![SlotCert {
+                key_ref: 0x9D,
+                object_tag: 0x5FC10B,
+                der: CERT.to_vec()
+            }]
+        );
+    }
+}

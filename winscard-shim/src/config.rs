@@ -1,0 +1,536 @@
+//! Configuration from environment variables: MsRdpEx's names (what its
+//! .rdp-to-environment mapping sets, so existing .rdp files keep working)
+//! and our own for card files, remote cards and logs.
+
+use std::path::PathBuf;
+
+use der::Decode;
+use piv_applet::{Card, CardOptions, Slot};
+use sha2::Digest;
+
+use crate::backend::{Backend, Embedded};
+use crate::cache::{parse_container_name, CacheOptions, CERT_SLOTS};
+
+/// MsRdpEx / sspi-rs variable names.
+pub mod vars {
+    pub const CERT_PATH: &str = "WINSCARD_CERTIFICATE_FILE_PATH";
+    pub const CERT_DATA: &str = "WINSCARD_CERTIFICATE_FILE_DATA";
+    pub const KEY_PATH: &str = "WINSCARD_PRIVATE_KEY_FILE_PATH";
+    pub const KEY_DATA: &str = "WINSCARD_PRIVATE_KEY_FILE_DATA";
+    pub const PIN: &str = "WINSCARD_SMARTCARD_PIN";
+    pub const CONTAINER_NAME: &str = "WINSCARD_SMARTCARD_CONTAINER_NAME";
+    pub const READER_NAME: &str = "WINSCARD_SMARTCARD_READER_NAME";
+    /// Card files (piv-applet JSON), separated like PATH entries.
+    pub const CARD_FILE: &str = "VIRTUAL_PIV_CARD_FILE";
+    /// `host:port` of `vreader --listen`, comma-separated for several.
+    pub const REMOTE: &str = "VIRTUAL_PIV_REMOTE";
+    /// Log file; no logging when unset.
+    pub const LOG: &str = "VIRTUAL_PIV_LOG";
+    /// tracing filter for the log file (default `debug`).
+    pub const LOG_LEVEL: &str = "VIRTUAL_PIV_LOG_LEVEL";
+    /// `1` pre-caches ECC containers in the inferred format.
+    pub const CACHE_ECC: &str = "VIRTUAL_PIV_CACHE_ECC";
+}
+
+/// Base of generated reader names.
+pub const READER_BASE_NAME: &str = "Virtual PIV Reader";
+
+/// Why the configuration cannot be used. Never carries secret values.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {detail}")]
+    Invalid { var: &'static str, detail: String },
+    #[error("{0}")]
+    Card(String),
+}
+
+fn invalid(var: &'static str, detail: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        detail: detail.into(),
+    }
+}
+
+/// A card built from MsRdpEx's certificate + key variables.
+#[derive(Clone)]
+pub struct EphemeralCard {
+    pub cert_der: Vec<u8>,
+    pub key_pkcs8: zeroize::Zeroizing<Vec<u8>>,
+    pub pin: Option<zeroize::Zeroizing<Vec<u8>>>,
+    pub guid: [u8; 16],
+    pub slot: u8,
+}
+
+impl core::fmt::Debug for EphemeralCard {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("EphemeralCard")
+            .field("cert_bytes", &self.cert_der.len())
+            .field("guid", &hex::encode(self.guid))
+            .field("slot", &format_args!("{:02X}", self.slot))
+            .field("pin", &self.pin.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where one reader's card comes from.
+#[derive(Clone, Debug)]
+pub enum CardSource {
+    File(PathBuf),
+    Remote(String),
+    Ephemeral(Box<EphemeralCard>),
+}
+
+/// One reader.
+#[derive(Clone, Debug)]
+pub struct ReaderConfig {
+    pub name: String,
+    pub source: CardSource,
+}
+
+/// Everything the shim is configured with.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    pub readers: Vec<ReaderConfig>,
+    pub log_file: Option<PathBuf>,
+    pub log_level: Option<String>,
+    pub cache: CacheOptions,
+}
+
+/// Reader `i`'s generated name, in the platform's usual style.
+pub fn reader_name(i: usize) -> String {
+    if cfg!(windows) {
+        format!("{READER_BASE_NAME} {i}")
+    } else {
+        format!("{READER_BASE_NAME} {i:02X} 00")
+    }
+}
+
+/// Bytes from a `_FILE_PATH` or `_FILE_DATA` pair (data wins, like sspi-rs).
+fn read_input(
+    get: &dyn Fn(&str) -> Option<String>,
+    path_var: &'static str,
+    data_var: &'static str,
+) -> Result<Option<(Vec<u8>, &'static str)>, ConfigError> {
+    if let Some(d) = get(data_var).filter(|s| !s.trim().is_empty()) {
+        return Ok(Some((d.into_bytes(), data_var)));
+    }
+    if let Some(p) = get(path_var).filter(|s| !s.trim().is_empty()) {
+        let bytes =
+            std::fs::read(&p).map_err(|e| invalid(path_var, format!("cannot read {p}: {e}")))?;
+        return Ok(Some((bytes, path_var)));
+    }
+    Ok(None)
+}
+
+/// PEM (any label) → (label, DER); base64 text → DER; else the bytes as DER.
+fn unarmor(bytes: &[u8], var: &'static str) -> Result<(Option<String>, Vec<u8>), ConfigError> {
+    let text = std::str::from_utf8(bytes).ok().map(str::trim);
+    if let Some(t) = text {
+        if t.starts_with("-----BEGIN") {
+            let (label, der) = der::pem::decode_vec(t.as_bytes())
+                .map_err(|e| invalid(var, format!("bad PEM: {e}")))?;
+            return Ok((Some(label.to_string()), der));
+        }
+        if !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=\r\n ".contains(&b))
+        {
+            let compact: String = t.split_whitespace().collect();
+            let der = <base64ct::Base64 as base64ct::Encoding>::decode_vec(&compact)
+                .map_err(|e| invalid(var, format!("neither PEM, base64 nor DER: {e}")))?;
+            return Ok((None, der));
+        }
+    }
+    Ok((None, bytes.to_vec()))
+}
+
+/// A private key in any of the usual encodings → PKCS#8 DER.
+pub fn private_key_to_pkcs8(
+    bytes: &[u8],
+    var: &'static str,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, ConfigError> {
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    use rsa::pkcs8::EncodePrivateKey;
+    let (label, der) = unarmor(bytes, var)?;
+    let der = zeroize::Zeroizing::new(der);
+    let pkcs1 = || -> Option<Vec<u8>> {
+        let k = rsa::RsaPrivateKey::from_pkcs1_der(&der).ok()?;
+        Some(k.to_pkcs8_der().ok()?.as_bytes().to_vec())
+    };
+    let sec1 = || -> Option<Vec<u8>> {
+        if let Ok(k) = p256::SecretKey::from_sec1_der(&der) {
+            return Some(k.to_pkcs8_der().ok()?.as_bytes().to_vec());
+        }
+        let k = p384::SecretKey::from_sec1_der(&der).ok()?;
+        Some(k.to_pkcs8_der().ok()?.as_bytes().to_vec())
+    };
+    let is_pkcs8 = pkcs8::PrivateKeyInfo::from_der(&der).is_ok();
+    let out = match label.as_deref() {
+        Some("PRIVATE KEY") if is_pkcs8 => Some(der.to_vec()),
+        Some("RSA PRIVATE KEY") => pkcs1(),
+        Some("EC PRIVATE KEY") => sec1(),
+        Some(other) => return Err(invalid(var, format!("unsupported PEM label {other:?}"))),
+        None if is_pkcs8 => Some(der.to_vec()),
+        None => pkcs1().or_else(sec1),
+    };
+    out.map(zeroize::Zeroizing::new).ok_or_else(|| {
+        invalid(
+            var,
+            "not a PKCS#8, PKCS#1 (RSA) or SEC1 (P-256/P-384) private key",
+        )
+    })
+}
+
+/// A certificate in PEM, base64 or DER → DER.
+pub fn certificate_der(bytes: &[u8], var: &'static str) -> Result<Vec<u8>, ConfigError> {
+    let (label, der) = unarmor(bytes, var)?;
+    if let Some(l) = label.filter(|l| l != "CERTIFICATE") {
+        return Err(invalid(
+            var,
+            format!("PEM label {l:?}, expected CERTIFICATE"),
+        ));
+    }
+    x509_cert::Certificate::from_der(&der)
+        .map_err(|e| invalid(var, format!("not an X.509 certificate: {e}")))?;
+    Ok(der)
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(&|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `get` (tests pass a map).
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut cfg = Config {
+            log_file: get(vars::LOG).filter(|s| !s.is_empty()).map(PathBuf::from),
+            log_level: get(vars::LOG_LEVEL).filter(|s| !s.is_empty()),
+            cache: CacheOptions {
+                ecc_containers: get(vars::CACHE_ECC).is_some_and(|v| v == "1"),
+            },
+            ..Config::default()
+        };
+        let mut sources = Vec::new();
+        let cert = read_input(get, vars::CERT_PATH, vars::CERT_DATA)?;
+        let key = read_input(get, vars::KEY_PATH, vars::KEY_DATA)?;
+        match (cert, key) {
+            (Some((c, cvar)), Some((k, kvar))) => {
+                let cert_der = certificate_der(&c, cvar)?;
+                let key_pkcs8 = private_key_to_pkcs8(&k, kvar)?;
+                let pin = match get(vars::PIN) {
+                    Some(p) if !(6..=8).contains(&p.len()) => {
+                        return Err(invalid(
+                            vars::PIN,
+                            format!("a PIV PIN has 6 to 8 bytes, got {}", p.len()),
+                        ))
+                    }
+                    Some(p) => Some(zeroize::Zeroizing::new(p.into_bytes())),
+                    None => None,
+                };
+                let digest = sha2::Sha256::digest(&cert_der);
+                let mut guid: [u8; 16] = digest[..16].try_into().expect("32-byte digest");
+                let mut slot = 0x9A;
+                if let Some(name) = get(vars::CONTAINER_NAME).filter(|s| !s.is_empty()) {
+                    match parse_container_name(&name) {
+                        Some((g13, tag)) => {
+                            guid[..13].copy_from_slice(&g13);
+                            slot = CERT_SLOTS.iter().find(|(_, t)| *t == tag).map(|(s, _)| *s).unwrap_or(0x9A);
+                        }
+                        None => tracing::warn!(
+                            "{}={name:?} does not follow the PIV naming rule (GUID + certificate tag, 36 \
+                             characters) that msclmd needs; the container is named from the card's CHUID instead",
+                            vars::CONTAINER_NAME
+                        ),
+                    }
+                }
+                sources.push(CardSource::Ephemeral(Box::new(EphemeralCard {
+                    cert_der,
+                    key_pkcs8,
+                    pin,
+                    guid,
+                    slot,
+                })));
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    vars::KEY_PATH,
+                    format!(
+                        "a certificate is configured but no private key ({} or {})",
+                        vars::KEY_PATH,
+                        vars::KEY_DATA
+                    ),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    vars::CERT_PATH,
+                    format!(
+                        "a private key is configured but no certificate ({} or {})",
+                        vars::CERT_PATH,
+                        vars::CERT_DATA
+                    ),
+                ))
+            }
+            (None, None) => {}
+        }
+        if let Some(files) = get(vars::CARD_FILE).filter(|s| !s.is_empty()) {
+            sources.extend(
+                std::env::split_paths(&files)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map(CardSource::File),
+            );
+        }
+        if let Some(remotes) = get(vars::REMOTE).filter(|s| !s.is_empty()) {
+            for r in remotes.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                if !r.contains(':') {
+                    return Err(invalid(vars::REMOTE, format!("{r:?} is not host:port")));
+                }
+                sources.push(CardSource::Remote(r.to_string()));
+            }
+        }
+        let first_name = get(vars::READER_NAME).filter(|s| !s.is_empty());
+        for (i, source) in sources.into_iter().enumerate() {
+            let name = match (&first_name, i) {
+                (Some(n), 0) => n.clone(),
+                _ => reader_name(i),
+            };
+            cfg.readers.push(ReaderConfig { name, source });
+        }
+        Ok(cfg)
+    }
+}
+
+/// Pads a PIN with 0xFF to the 8 bytes PIV expects.
+fn padded_pin(pin: &[u8]) -> [u8; 8] {
+    let mut p = [0xFF; 8];
+    p[..pin.len()].copy_from_slice(pin);
+    p
+}
+
+/// Builds the card of an [`EphemeralCard`]: key and certificate in their
+/// slot, and the PIN set through CHANGE REFERENCE DATA like a user would.
+pub fn build_ephemeral(e: &EphemeralCard) -> Result<Card, ConfigError> {
+    let card_err = |what: &str, detail: String| ConfigError::Card(format!("{what}: {detail}"));
+    let opts = CardOptions {
+        guid: Some(e.guid),
+        ..CardOptions::default()
+    };
+    let mut card =
+        Card::ephemeral(&opts).map_err(|err| card_err("creating the card", err.to_string()))?;
+    let slot = Slot::new(e.slot).ok_or_else(|| card_err("slot", format!("{:02X}", e.slot)))?;
+    let key = piv_applet::keys::KeyMaterial::from_pkcs8_der(&e.key_pkcs8)
+        .map_err(|err| card_err("the private key", err.to_string()))?;
+    card.import_key(
+        slot,
+        key,
+        piv_applet::PinPolicy::Default,
+        piv_applet::TouchPolicy::Default,
+    )
+    .map_err(|err| card_err("importing the private key", err.to_string()))?;
+    let cert = x509_cert::Certificate::from_der(&e.cert_der)
+        .map_err(|err| card_err("certificate", err.to_string()))?;
+    let cert_spki = der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info)
+        .map_err(|err| card_err("certificate", err.to_string()))?;
+    if card.public_key(slot).as_deref() != Some(&cert_spki[..]) {
+        return Err(ConfigError::Card(format!(
+            "the private key ({} / {}) does not belong to the certificate ({} / {})",
+            vars::KEY_PATH,
+            vars::KEY_DATA,
+            vars::CERT_PATH,
+            vars::CERT_DATA
+        )));
+    }
+    card.put_certificate(slot, &e.cert_der)
+        .map_err(|err| card_err("storing the certificate", err.to_string()))?;
+    if let Some(pin) = &e.pin {
+        card.power_on();
+        let mut data = padded_pin(b"123456").to_vec();
+        data.extend_from_slice(&padded_pin(pin));
+        let resp = card.process(&piv_applet::apdu::build_command(
+            0x00, 0x24, 0x00, 0x80, &data, None,
+        ));
+        data.iter_mut().for_each(|b| *b = 0);
+        if resp != [0x90, 0x00] {
+            return Err(invalid(
+                vars::PIN,
+                format!("the card refused the PIN (status {})", hex::encode(resp)),
+            ));
+        }
+        card.power_off();
+    }
+    Ok(card)
+}
+
+/// Opens a reader's backend.
+pub fn open_backend(src: &CardSource) -> Result<Box<dyn Backend>, ConfigError> {
+    match src {
+        CardSource::File(p) => {
+            let card = Card::open(p).map_err(|e| ConfigError::Card(e.to_string()))?;
+            Ok(Box::new(Embedded::new(
+                card,
+                format!("card file {}", p.display()),
+            )))
+        }
+        CardSource::Ephemeral(e) => {
+            let card = build_ephemeral(e)?;
+            Ok(Box::new(Embedded::new(
+                card,
+                format!("card from {} + {}", vars::CERT_PATH, vars::KEY_PATH),
+            )))
+        }
+        CardSource::Remote(addr) => Ok(Box::new(crate::remote::Remote::new(addr.clone()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup<'a>(m: &'a HashMap<&'static str, String>) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn empty_environment_has_no_readers() {
+        let m = HashMap::new();
+        let c = Config::from_lookup(&lookup(&m)).unwrap();
+        assert!(c.readers.is_empty());
+        assert!(c.log_file.is_none());
+    }
+
+    #[test]
+    fn files_and_remotes_make_one_reader_each() {
+        let sep = if cfg!(windows) { ";" } else { ":" };
+        let mut m = HashMap::new();
+        m.insert(vars::CARD_FILE, format!("/a.json{sep}/b.json"));
+        m.insert(vars::REMOTE, "127.0.0.1:35963, host:1".to_string());
+        m.insert(vars::READER_NAME, "My Reader".to_string());
+        let c = Config::from_lookup(&lookup(&m)).unwrap();
+        assert_eq!(c.readers.len(), 4);
+        assert_eq!(c.readers[0].name, "My Reader");
+        assert_eq!(c.readers[1].name, reader_name(1));
+        assert!(matches!(&c.readers[3].source, CardSource::Remote(a) if a == "host:1"));
+    }
+
+    #[test]
+    fn bad_remote_and_half_pairs_are_named() {
+        let mut m = HashMap::new();
+        m.insert(vars::REMOTE, "nohost".to_string());
+        let e = Config::from_lookup(&lookup(&m)).unwrap_err().to_string();
+        assert!(e.contains(vars::REMOTE), "{e}");
+        let mut m = HashMap::new();
+        m.insert(vars::CERT_DATA, "AAAA".to_string());
+        let e = Config::from_lookup(&lookup(&m)).unwrap_err().to_string();
+        assert!(e.contains("no private key"), "{e}");
+    }
+
+    const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+
+    fn b64(bytes: &[u8]) -> String {
+        <base64ct::Base64 as base64ct::Encoding>::encode_string(bytes)
+    }
+
+    #[test]
+    fn keys_and_certificates_in_every_encoding() {
+        let cert = std::fs::read(format!("{DATA}/rsa2048.cert.der")).unwrap();
+        let pk8 = std::fs::read(format!("{DATA}/rsa2048.key.pk8.der")).unwrap();
+        let pkcs1_pem = std::fs::read(format!("{DATA}/rsa2048.pkcs1.pem")).unwrap();
+        let sec1_pem = std::fs::read(format!("{DATA}/p256.sec1.pem")).unwrap();
+        assert_eq!(certificate_der(&cert, vars::CERT_PATH).unwrap(), cert);
+        assert_eq!(
+            certificate_der(b64(&cert).as_bytes(), vars::CERT_DATA).unwrap(),
+            cert
+        );
+        let pem = der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &cert).unwrap();
+        assert_eq!(
+            certificate_der(pem.as_bytes(), vars::CERT_DATA).unwrap(),
+            cert
+        );
+        assert!(certificate_der(b"not a certificate", vars::CERT_DATA).is_err());
+        let k = private_key_to_pkcs8(&pk8, vars::KEY_PATH).unwrap();
+        assert_eq!(&k[..], &pk8[..]);
+        assert_eq!(
+            &private_key_to_pkcs8(b64(&pk8).as_bytes(), vars::KEY_DATA).unwrap()[..],
+            &pk8[..]
+        );
+        let from_pkcs1 = private_key_to_pkcs8(&pkcs1_pem, vars::KEY_PATH).unwrap();
+        assert!(pkcs8::PrivateKeyInfo::from_der(&from_pkcs1).is_ok());
+        let from_sec1 = private_key_to_pkcs8(&sec1_pem, vars::KEY_PATH).unwrap();
+        assert!(pkcs8::PrivateKeyInfo::from_der(&from_sec1).is_ok());
+        let e = private_key_to_pkcs8(
+            b"-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n",
+            vars::KEY_DATA,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains(vars::KEY_DATA), "{e}");
+    }
+
+    /// The MsRdpEx path end to end: variables → card with key, certificate
+    /// and PIN, stable CHUID GUID derived from the certificate.
+    #[test]
+    fn msrdpex_variables_make_a_working_card() {
+        let cert = std::fs::read(format!("{DATA}/rsa2048.cert.der")).unwrap();
+        let mut m = HashMap::new();
+        m.insert(vars::CERT_DATA, b64(&cert));
+        m.insert(vars::KEY_PATH, format!("{DATA}/rsa2048.pkcs1.pem"));
+        m.insert(vars::PIN, "24681357".to_string());
+        let c = Config::from_lookup(&lookup(&m)).unwrap();
+        assert_eq!(c.readers.len(), 1);
+        let CardSource::Ephemeral(e) = &c.readers[0].source else {
+            panic!("ephemeral card expected")
+        };
+        assert!(
+            !format!("{e:?}").contains("24681357"),
+            "Debug hides the PIN"
+        );
+        let mut card = build_ephemeral(e).unwrap();
+        card.power_on();
+        let mut tx = |a: &[u8]| -> Result<Vec<u8>, String> { Ok(card.process(a)) };
+        let info = crate::cache::read_card(&mut tx).unwrap();
+        assert_eq!(info.guid, e.guid);
+        assert_eq!(info.certs.len(), 1);
+        assert_eq!(info.certs[0].der, cert);
+        let mut verify = vec![0x00, 0x20, 0x00, 0x80, 0x08];
+        verify.extend_from_slice(&padded_pin(b"24681357"));
+        assert_eq!(tx(&verify).unwrap(), [0x90, 0x00]);
+
+        // A PIV-style container name picks the GUID and the slot.
+        m.insert(
+            vars::CONTAINER_NAME,
+            "1d8ac658-e065-92a0-85af-090b075fc10b".to_string(),
+        );
+        let c = Config::from_lookup(&lookup(&m)).unwrap();
+        let CardSource::Ephemeral(e) = &c.readers[0].source else {
+            panic!()
+        };
+        assert_eq!(e.slot, 0x9D);
+        assert_eq!(
+            crate::cache::container_name(&e.guid, 0x5FC10B),
+            "1d8ac658-e065-92a0-85af-090b075fc10b"
+        );
+
+        m.insert(vars::PIN, "12".to_string());
+        assert!(Config::from_lookup(&lookup(&m))
+            .unwrap_err()
+            .to_string()
+            .contains(vars::PIN));
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_the_certificate_is_refused() {
+        let mut m = HashMap::new();
+        m.insert(vars::CERT_PATH, format!("{DATA}/rsa2048.cert.der"));
+        m.insert(vars::KEY_PATH, format!("{DATA}/p256.sec1.pem"));
+        let c = Config::from_lookup(&lookup(&m)).unwrap();
+        let CardSource::Ephemeral(e) = &c.readers[0].source else {
+            panic!()
+        };
+        let err = build_ephemeral(e)
+            .map(|_| ())
+            .expect_err("mismatch must fail")
+            .to_string();
+        assert!(err.contains("does not belong"), "{err}");
+    }
+}

@@ -1,0 +1,346 @@
+//! Linux end-to-end tests of the pcsc-lite build (issue 5): real clients
+//! use our library with no pcscd in the path. OpenSC is pointed at it with
+//! `reader_driver pcsc { provider_library = ... }`; the `pcsc` crate
+//! client loads it as libpcsclite.so.1 through LD_LIBRARY_PATH.
+//!
+//! Missing tools fail the tests with a message naming the package; they
+//! are never skipped.
+#![cfg(target_os = "linux")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+const PKCS11: &str = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
+
+fn require(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{tool}` is missing: install the Debian package `{package}` (scripts/setup-pcsc.sh does)"
+    );
+}
+
+/// target/<profile>/ of this test binary.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// The shim as built by cargo (the cdylib of this package).
+fn shim_so() -> PathBuf {
+    let p = profile_dir().join("libwinscard.so");
+    assert!(
+        p.is_file(),
+        "{} not built (cargo builds it with the package's lib target)",
+        p.display()
+    );
+    p
+}
+
+fn example(name: &str) -> PathBuf {
+    let p = profile_dir().join("examples").join(name);
+    if !p.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-p", "winscard-shim", "--example", name])
+            .status()
+            .expect("run cargo to build the example");
+        assert!(st.success(), "building example {name}");
+    }
+    p
+}
+
+/// A card file with the test key and certificate in 9A (PIN 123456).
+fn make_card(dir: &Path) -> PathBuf {
+    let path = dir.join("card.json");
+    let key = std::fs::read(Path::new(DATA).join("rsa2048.key.pk8.der")).unwrap();
+    let cert = std::fs::read(Path::new(DATA).join("rsa2048.cert.der")).unwrap();
+    let mut card =
+        piv_applet::Card::create(&path, &piv_applet::CardOptions::default()).expect("create card");
+    let km = piv_applet::keys::KeyMaterial::from_pkcs8_der(&key).expect("key");
+    card.import_key(
+        piv_applet::Slot::AUTHENTICATION,
+        km,
+        piv_applet::PinPolicy::Default,
+        piv_applet::TouchPolicy::Default,
+    )
+    .expect("import key");
+    card.put_certificate(piv_applet::Slot::AUTHENTICATION, &cert)
+        .expect("certificate");
+    path
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    vars: Vec<(String, String)>,
+    _card_dir: Option<tempfile::TempDir>,
+}
+
+impl Env {
+    /// OpenSC configured to use our library, with the card given by `card_var`.
+    fn new(card_var: (&str, String)) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("opensc.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "app default {{\n  reader_driver pcsc {{\n    provider_library = {};\n  }}\n}}\n",
+                shim_so().display()
+            ),
+        )
+        .unwrap();
+        let vars = vec![
+            ("OPENSC_CONF".to_string(), conf.display().to_string()),
+            (card_var.0.to_string(), card_var.1),
+            (
+                "VIRTUAL_PIV_LOG".to_string(),
+                dir.path().join("shim.log").display().to_string(),
+            ),
+        ];
+        Env {
+            dir,
+            vars,
+            _card_dir: None,
+        }
+    }
+
+    fn embedded() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let card = make_card(dir.path());
+        let mut e = Env::new(("VIRTUAL_PIV_CARD_FILE", card.display().to_string()));
+        e._card_dir = Some(dir);
+        e
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        let out = Command::new(program)
+            .args(args)
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
+            .env_remove("PCSCLITE_CSOCK_NAME")
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("running {program}: {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed ({}):\n{text}\nshim log:\n{}",
+            out.status,
+            self.log()
+        );
+        out
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("shim.log")).unwrap_or_default()
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn opensc_suite(env: &Env) {
+    let name = stdout(&env.run("opensc-tool", &["-n"]));
+    assert!(
+        name.contains("Personal Identity Verification Card"),
+        "opensc-tool -n: {name}"
+    );
+
+    let dump = stdout(&env.run("pkcs15-tool", &["-D"]));
+    assert!(
+        dump.contains("Certificate for PIV Authentication"),
+        "pkcs15-tool -D:\n{dump}"
+    );
+    assert!(
+        dump.contains("PIV AUTH key") || dump.contains("Private RSA Key"),
+        "pkcs15-tool -D:\n{dump}"
+    );
+
+    let data = env.dir.path().join("data.txt");
+    std::fs::write(&data, b"signed through the winscard shim\n").unwrap();
+    let sig = env.dir.path().join("data.sig");
+    env.run(
+        "pkcs11-tool",
+        &[
+            "--module",
+            PKCS11,
+            "--login",
+            "--pin",
+            "123456",
+            "--sign",
+            "--mechanism",
+            "SHA256-RSA-PKCS",
+            "--id",
+            "01",
+            "-i",
+            data.to_str().unwrap(),
+            "-o",
+            sig.to_str().unwrap(),
+        ],
+    );
+    let pubkey = env.dir.path().join("pub.pem");
+    env.run(
+        "openssl",
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            &format!("{DATA}/rsa2048.cert.der"),
+            "-pubkey",
+            "-noout",
+            "-out",
+            pubkey.to_str().unwrap(),
+        ],
+    );
+    let v = stdout(&env.run(
+        "openssl",
+        &[
+            "dgst",
+            "-sha256",
+            "-verify",
+            pubkey.to_str().unwrap(),
+            "-signature",
+            sig.to_str().unwrap(),
+            data.to_str().unwrap(),
+        ],
+    ));
+    assert!(v.contains("Verified OK"), "openssl: {v}");
+
+    let t = env.run(
+        "pkcs11-tool",
+        &["--module", PKCS11, "--test", "--login", "--pin", "123456"],
+    );
+    let text = format!("{}{}", stdout(&t), String::from_utf8_lossy(&t.stderr));
+    assert!(text.contains("No errors"), "pkcs11-tool --test:\n{text}");
+    assert!(!env.log().contains("123456"), "PIN in the shim log");
+}
+
+fn tools() {
+    require("opensc-tool", "opensc");
+    require("pkcs15-tool", "opensc");
+    require("pkcs11-tool", "opensc");
+    require("openssl", "openssl");
+    assert!(
+        Path::new(PKCS11).is_file(),
+        "{PKCS11} is missing: install the Debian package `opensc-pkcs11`"
+    );
+}
+
+#[test]
+fn opensc_against_the_embedded_card() {
+    tools();
+    let env = Env::embedded();
+    opensc_suite(&env);
+    assert!(
+        env.log().contains("cache built"),
+        "the shim built the cache at connect:\n{}",
+        env.log()
+    );
+}
+
+#[test]
+fn opensc_with_msrdpex_variables() {
+    tools();
+    let mut env = Env::new((
+        "WINSCARD_CERTIFICATE_FILE_PATH",
+        format!("{DATA}/rsa2048.cert.der"),
+    ));
+    env.vars.push((
+        "WINSCARD_PRIVATE_KEY_FILE_PATH".into(),
+        format!("{DATA}/rsa2048.pkcs1.pem"),
+    ));
+    let name = stdout(&env.run("opensc-tool", &["-n"]));
+    assert!(
+        name.contains("Personal Identity Verification Card"),
+        "{name}"
+    );
+    let dump = stdout(&env.run("pkcs15-tool", &["-D"]));
+    assert!(
+        dump.contains("Certificate for PIV Authentication"),
+        "{dump}"
+    );
+}
+
+/// The `pcsc` crate's client, unmodified, loading our library as
+/// libpcsclite.so.1 (its only link to PC/SC).
+#[test]
+fn pcsc_crate_client_uses_the_shim_as_libpcsclite() {
+    let client = example("pcsc_client");
+    let env = Env::embedded();
+    let libdir = env.dir.path().join("lib");
+    std::fs::create_dir_all(&libdir).unwrap();
+    std::os::unix::fs::symlink(shim_so(), libdir.join("libpcsclite.so.1")).unwrap();
+    let mut cmd_env = env.vars.clone();
+    cmd_env.push(("LD_LIBRARY_PATH".into(), libdir.display().to_string()));
+    let out = Command::new(&client).envs(cmd_env).output().unwrap();
+    let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pcsc_client failed:\n{text}\nshim log:\n{}",
+        env.log()
+    );
+    assert!(
+        text.contains("reader: Virtual PIV Reader 00 00"),
+        "served by the shim, not pcscd:\n{text}"
+    );
+    assert!(text.contains("pcsc-client: OK"), "{text}");
+}
+
+/// The card side of vpcd in a thread (what `vreader --listen` does): one
+/// connection at a time, every OpenSC process is a new reader connection.
+fn serve_over_vpcd(card_path: PathBuf) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut card = piv_applet::Card::open(&card_path).expect("open card");
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            vpcd::tune(&s).unwrap();
+            while let Ok(Some(frame)) = vpcd::read_frame(&mut s) {
+                let reply = match vpcd::Request::parse(&frame) {
+                    Some(vpcd::Request::Control(vpcd::Control::PowerOn)) => {
+                        card.power_on();
+                        None
+                    }
+                    Some(vpcd::Request::Control(vpcd::Control::PowerOff)) => {
+                        card.power_off();
+                        None
+                    }
+                    Some(vpcd::Request::Control(vpcd::Control::Reset)) => {
+                        card.reset();
+                        None
+                    }
+                    Some(vpcd::Request::Control(vpcd::Control::GetAtr)) => Some(card.atr()),
+                    Some(vpcd::Request::Apdu(apdu)) => Some(card.process(apdu)),
+                    _ => None,
+                };
+                if let Some(r) = reply {
+                    if vpcd::write_frame(&mut s, &r).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    addr
+}
+
+/// The remote backend: the shim plays the reader side of vpcd against a
+/// card served over TCP, and OpenSC cannot tell the difference.
+#[test]
+fn opensc_against_a_remote_card_over_vpcd() {
+    tools();
+    let card_dir = tempfile::tempdir().unwrap();
+    let addr = serve_over_vpcd(make_card(card_dir.path()));
+    let env = Env::new(("VIRTUAL_PIV_REMOTE", addr));
+    opensc_suite(&env);
+    assert!(env.log().contains("connected"), "{}", env.log());
+}

@@ -1,0 +1,254 @@
+//! The test rig: one pcscd for the machine, vreader processes plugged into
+//! its vpcd slots, and helpers to run real client tools.
+//!
+//! Every test that touches pcscd or the vpcd ports holds [`Rig`], which
+//! takes a cross-process lock, so tests from all binaries (and other
+//! developers' runs) take turns, and kills its vreader on drop so the slots
+//! are free for the next test.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const READER0: &str = "Virtual PCD 00 00";
+pub const READER1: &str = "Virtual PCD 00 01";
+pub const OPENSC_PKCS11: &str = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
+pub const LOCK_FILE: &str = "/tmp/virtual-piv-e2e.lock";
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// The vreader binary; scripts/test.sh builds it before the tests.
+pub fn vreader_bin() -> PathBuf {
+    let p = target_dir().join("debug").join("vreader");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p vreader` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// Runs a command, failing the test with its output if it cannot start.
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {program} ({e}): run scripts/setup-pcsc.sh to install the test tools"
+            )
+        })
+}
+
+/// Runs a command that must succeed; returns stdout + stderr as text.
+pub fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = run(program, args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}):\n{text}",
+        out.status
+    );
+    text
+}
+
+/// Exclusive use of pcscd and the vpcd slots for one test.
+pub struct Rig {
+    _lock: File,
+    children: Vec<Child>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Rig {
+    pub fn new() -> Rig {
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(LOCK_FILE)
+            .expect("lock file");
+        lock.lock().expect("e2e lock");
+        pcscd("start");
+        // A card left in a slot by someone else would answer in place of
+        // ours: wait briefly for it to go, then refuse to run.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while card_present(READER0) || card_present(READER1) {
+            assert!(
+                Instant::now() < deadline,
+                "a card is already in a vpcd reader (another vreader running?): the e2e tests need both slots free"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Rig {
+            _lock: lock,
+            children: Vec::new(),
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn path_str(&self, name: &str) -> String {
+        self.path(name).to_string_lossy().into_owned()
+    }
+
+    /// Starts `vreader run` with these arguments; output goes to a log in
+    /// the test's directory.
+    pub fn vreader(&mut self, args: &[&str]) -> usize {
+        let log = File::create(self.path(&format!("vreader-{}.log", self.children.len()))).unwrap();
+        let child = Command::new(vreader_bin())
+            .arg("run")
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start vreader");
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// Plugs a card file into reader slot 0 and waits until pcscd sees it.
+    pub fn insert(&mut self, card: &Path) {
+        self.vreader(&["--card", &card.to_string_lossy()]);
+        wait_for_card(READER0, Duration::from_secs(10));
+    }
+
+    pub fn pid(&self, index: usize) -> u32 {
+        self.children[index].id()
+    }
+
+    pub fn log(&self, index: usize) -> String {
+        std::fs::read_to_string(self.path(&format!("vreader-{index}.log"))).unwrap_or_default()
+    }
+
+    /// Stops a vreader with SIGTERM and waits for it to exit.
+    pub fn stop(&mut self, index: usize) -> std::process::ExitStatus {
+        let child = &mut self.children[index];
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("vreader did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Default for Rig {
+    fn default() -> Self {
+        Rig::new()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // Give vpcd a moment to notice the card left, so the next test
+        // starts with empty slots.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs scripts/pcscd.sh with an action.
+pub fn pcscd(action: &str) {
+    let script = root().join("scripts/pcscd.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(action)
+        .output()
+        .expect("run scripts/pcscd.sh");
+    assert!(
+        out.status.success(),
+        "scripts/pcscd.sh {action}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits until pcsc-lite reports a card in `reader`.
+pub fn wait_for_card(reader: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if card_present(reader) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no card appeared in {reader} within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether pcsc-lite sees a card in `reader` right now.
+pub fn card_present(reader: &str) -> bool {
+    let Ok(ctx) = pcsc::Context::establish(pcsc::Scope::User) else {
+        return false;
+    };
+    let name = std::ffi::CString::new(reader).unwrap();
+    let mut states = [pcsc::ReaderState::new(name, pcsc::State::UNAWARE)];
+    if ctx
+        .get_status_change(Duration::from_millis(0), &mut states)
+        .is_err()
+    {
+        return false;
+    }
+    states[0].event_state().contains(pcsc::State::PRESENT)
+}
+
+/// Makes a card file through the library: YubiKey defaults, the given
+/// management key algorithm, and keys with self-signed certificates.
+pub fn make_card(
+    path: &Path,
+    mgmt: piv_applet::AlgorithmId,
+    keys: &[(piv_applet::Slot, piv_applet::AlgorithmId)],
+) {
+    use piv_applet::{Card, CardOptions, PinPolicy, TouchPolicy};
+    let opts = CardOptions {
+        mgmt_key_alg: mgmt,
+        ..CardOptions::default()
+    };
+    let mut card = Card::create(path, &opts).expect("create card");
+    for (slot, alg) in keys {
+        card.generate_key(*slot, *alg, PinPolicy::Default, TouchPolicy::Default)
+            .expect("generate");
+        let subject = format!("CN=e2e {slot}");
+        let req = piv_applet::x509::CertRequest {
+            subject: &subject,
+            serial: &[1, 2, 3],
+            not_before: std::time::SystemTime::now() - Duration::from_secs(60),
+            days: 30,
+            extensions: vec![],
+        };
+        card.self_sign(*slot, &req).expect("self-sign");
+    }
+}

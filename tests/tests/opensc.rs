@@ -1,0 +1,196 @@
+//! OpenSC against vreader through pcscd + vpcd.
+
+use e2e::{make_card, run, run_ok, Rig, OPENSC_PKCS11, READER0};
+use piv_applet::{AlgorithmId, Slot};
+
+fn rig_with_rsa_and_ec() -> Rig {
+    let mut rig = Rig::new();
+    let card = rig.path("card.json");
+    make_card(
+        &card,
+        AlgorithmId::Aes192,
+        &[
+            (Slot::AUTHENTICATION, AlgorithmId::Rsa2048),
+            (Slot::SIGNATURE, AlgorithmId::EccP256),
+        ],
+    );
+    rig.insert(&card);
+    rig
+}
+
+#[test]
+fn opensc_tool_names_a_piv_card() {
+    let _rig = rig_with_rsa_and_ec();
+    let out = run_ok("opensc-tool", &["-r", READER0, "-n"]);
+    assert!(out.contains("Personal Identity Verification Card"), "{out}");
+    let atr = run_ok("opensc-tool", &["-r", READER0, "-a"]);
+    assert!(
+        atr.to_uppercase()
+            .contains("3B:FD:13:00:00:81:31:FE:15:80:73:C0:21:C0:57:59:75:62:69:4B:65:79:40"),
+        "{atr}"
+    );
+}
+
+#[test]
+fn pkcs15_tool_lists_certificates_and_keys() {
+    let rig = rig_with_rsa_and_ec();
+    let out = run_ok("pkcs15-tool", &["--reader", "0", "-D"]);
+    assert!(
+        out.contains("X.509 Certificate [Certificate for PIV Authentication]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("X.509 Certificate [Certificate for Digital Signature]"),
+        "{out}"
+    );
+    assert!(out.contains("Private RSA Key [PIV AUTH key]"), "{out}");
+    assert!(out.contains("Private EC Key [SIGN key]"), "{out}");
+    // The certificates read back through OpenSC are the ones on the card.
+    for (id, subject) in [("01", "CN = e2e 9A"), ("02", "CN = e2e 9C")] {
+        let path = rig.path_str(&format!("{id}.pem"));
+        let pem = run_ok("pkcs15-tool", &["--reader", "0", "--read-certificate", id]);
+        let start = pem
+            .find("-----BEGIN CERTIFICATE-----")
+            .expect("PEM certificate");
+        std::fs::write(&path, &pem[start..]).unwrap();
+        let text = run_ok("openssl", &["x509", "-in", &path, "-noout", "-subject"]);
+        assert!(text.contains(subject), "{id}: {text}");
+    }
+}
+
+/// Signs `msg` with pkcs11-tool and checks the signature with openssl
+/// against the certificate OpenSC reads from the card.
+fn sign_and_verify(rig: &Rig, id: &str, mechanism: &str, extra: &[&str]) {
+    let (msg, sig, cert, pubkey) = (
+        rig.path_str("msg"),
+        rig.path_str(&format!("sig{id}")),
+        rig.path_str(&format!("cert{id}.der")),
+        rig.path_str(&format!("pub{id}.pem")),
+    );
+    std::fs::write(&msg, b"signed through pcscd, vpcd and vreader").unwrap();
+    let mut args = vec![
+        "--module",
+        OPENSC_PKCS11,
+        "--login",
+        "--pin",
+        "123456",
+        "--sign",
+        "--id",
+        id,
+        "--mechanism",
+        mechanism,
+        "--input-file",
+        &msg,
+        "--output-file",
+        &sig,
+    ];
+    args.extend_from_slice(extra);
+    run_ok("pkcs11-tool", &args);
+    run_ok(
+        "pkcs11-tool",
+        &[
+            "--module",
+            OPENSC_PKCS11,
+            "--read-object",
+            "--type",
+            "cert",
+            "--id",
+            id,
+            "--output-file",
+            &cert,
+        ],
+    );
+    run_ok(
+        "openssl",
+        &[
+            "x509", "-inform", "DER", "-in", &cert, "-noout", "-pubkey", "-out", &pubkey,
+        ],
+    );
+    let out = run(
+        "openssl",
+        &[
+            "dgst",
+            "-sha256",
+            "-verify",
+            &pubkey,
+            "-signature",
+            &sig,
+            &msg,
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("Verified OK"),
+        "{mechanism}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn pkcs11_signatures_verify_with_openssl() {
+    let rig = rig_with_rsa_and_ec();
+    sign_and_verify(&rig, "01", "SHA256-RSA-PKCS", &[]);
+    sign_and_verify(
+        &rig,
+        "02",
+        "ECDSA-SHA256",
+        &["--signature-format", "openssl"],
+    );
+}
+
+#[test]
+fn pkcs11_tool_self_test_passes() {
+    let _rig = rig_with_rsa_and_ec();
+    let out = run_ok(
+        "pkcs11-tool",
+        &[
+            "--module",
+            OPENSC_PKCS11,
+            "--test",
+            "--login",
+            "--pin",
+            "123456",
+        ],
+    );
+    assert!(out.contains("No errors"), "{out}");
+}
+
+#[test]
+fn piv_tool_admin_authentication() {
+    let mut rig = Rig::new();
+    let card = rig.path("card.json");
+    make_card(&card, AlgorithmId::TripleDes, &[]);
+    rig.insert(&card);
+    let key_file = rig.path_str("admin.key");
+    std::fs::write(
+        &key_file,
+        "01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:08\n",
+    )
+    .unwrap();
+    let ok = std::process::Command::new("piv-tool")
+        .args(["-r", READER0, "-A", "M:9B:03"])
+        .env("PIV_EXT_AUTH_KEY", &key_file)
+        .output()
+        .expect("piv-tool (apt-get install opensc)");
+    assert!(
+        ok.status.success(),
+        "default key refused: {}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    std::fs::write(
+        &key_file,
+        "01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:10\n",
+    )
+    .unwrap();
+    let bad = std::process::Command::new("piv-tool")
+        .args(["-r", READER0, "-A", "M:9B:03"])
+        .env("PIV_EXT_AUTH_KEY", &key_file)
+        .output()
+        .unwrap();
+    assert!(
+        !bad.status.success(),
+        "a wrong management key was accepted: {}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

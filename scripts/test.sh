@@ -22,6 +22,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test (unit, property and end-to-end tests)"
+# The end-to-end tests run the vreader binary: build it first.
+cargo build -p vreader
 cargo test --workspace --no-fail-fast
 
 if [ -f scripts/test-windows.sh ]; then

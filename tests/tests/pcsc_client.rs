@@ -1,0 +1,196 @@
+//! The `pcsc` crate as a client, and vreader's behaviour around pcscd:
+//! reconnecting after pcscd restarts, several cards, clean removal.
+
+use e2e::{card_present, make_card, pcscd, wait_for_card, Rig, READER0, READER1};
+use piv_applet::AlgorithmId;
+use std::ffi::CString;
+use std::time::Duration;
+
+fn connect(reader: &str) -> pcsc::Card {
+    let ctx = pcsc::Context::establish(pcsc::Scope::User).expect("pcscd");
+    let name = CString::new(reader).unwrap();
+    ctx.connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
+        .expect("connect")
+}
+
+fn transmit(card: &pcsc::Card, apdu: &[u8]) -> Vec<u8> {
+    let mut buf = [0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
+    card.transmit(apdu, &mut buf).expect("transmit").to_vec()
+}
+
+const SELECT: [u8; 10] = [0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08];
+const GET_SERIAL: [u8; 5] = [0x00, 0xF8, 0x00, 0x00, 0x00];
+
+#[test]
+fn pcsc_crate_thousand_apdus() {
+    let mut rig = Rig::new();
+    let card_file = rig.path("card.json");
+    make_card(&card_file, AlgorithmId::Aes192, &[]);
+    let serial = piv_applet::store::load(&card_file).unwrap().identity.serial;
+    rig.insert(&card_file);
+    let card = connect(READER0);
+    let (_, _, atr) = {
+        let mut names = [0u8; 128];
+        let mut atr = [0u8; 64];
+        let s = card.status2(&mut names, &mut atr).expect("status");
+        (s.protocol2(), s.status(), s.atr().to_vec())
+    };
+    assert_eq!(atr, piv_applet::state::YUBIKEY5_ATR.to_vec());
+    assert_eq!(
+        &transmit(&card, &SELECT)[..][transmit(&card, &SELECT).len() - 2..],
+        &[0x90, 0x00]
+    );
+    for i in 0..1000 {
+        let r = transmit(&card, &GET_SERIAL);
+        assert_eq!(
+            r,
+            [&serial.to_be_bytes()[..], &[0x90, 0x00]].concat(),
+            "APDU {i}"
+        );
+    }
+    // An extended-length GET DATA of the attestation certificate comes
+    // back whole through pcscd.
+    let r = transmit(
+        &card,
+        &[
+            0x00, 0xCB, 0x3F, 0xFF, 0x00, 0x00, 0x05, 0x5C, 0x03, 0x5F, 0xFF, 0x01, 0x00, 0x00,
+        ],
+    );
+    assert_eq!(&r[r.len() - 2..], &[0x90, 0x00]);
+    assert_eq!(r[0], 0x53);
+}
+
+#[test]
+fn vreader_reconnects_after_pcscd_restarts() {
+    let mut rig = Rig::new();
+    let card_file = rig.path("card.json");
+    make_card(&card_file, AlgorithmId::Aes192, &[]);
+    rig.insert(&card_file);
+    for round in 0..3 {
+        pcscd("restart");
+        wait_for_card(READER0, Duration::from_secs(10));
+        let card = connect(READER0);
+        let r = transmit(&card, &SELECT);
+        assert_eq!(&r[r.len() - 2..], &[0x90, 0x00], "round {round}");
+    }
+    assert!(
+        rig.log(0).contains("redialling"),
+        "vreader noticed the restarts"
+    );
+}
+
+#[test]
+fn two_cards_in_two_slots_and_clean_removal() {
+    let mut rig = Rig::new();
+    let (a, b) = (rig.path("a.json"), rig.path("b.json"));
+    make_card(&a, AlgorithmId::Aes192, &[]);
+    make_card(&b, AlgorithmId::Aes192, &[]);
+    let serial = |p: &std::path::Path| piv_applet::store::load(p).unwrap().identity.serial;
+    let index = rig.vreader(&[
+        "--card",
+        &a.to_string_lossy(),
+        "--card",
+        &b.to_string_lossy(),
+    ]);
+    wait_for_card(READER0, Duration::from_secs(10));
+    wait_for_card(READER1, Duration::from_secs(10));
+    for (reader, file) in [(READER0, &a), (READER1, &b)] {
+        let r = transmit(&connect(reader), &GET_SERIAL);
+        assert_eq!(&r[..4], &serial(file).to_be_bytes(), "{reader}");
+    }
+    // SIGTERM removes both cards and exits cleanly.
+    let status = rig.stop(index);
+    assert!(status.success(), "vreader exit status {status}");
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        !card_present(READER0) && !card_present(READER1),
+        "cards still present after SIGTERM"
+    );
+    // The card files are intact and unlocked.
+    assert!(piv_applet::Card::open(&a).is_ok() && piv_applet::Card::open(&b).is_ok());
+}
+
+#[test]
+fn bad_card_file_is_named() {
+    let rig = Rig::new();
+    let file = rig.path("broken.json");
+    std::fs::write(&file, "{\"format\": \"virtual-piv-card\"").unwrap();
+    let out = std::process::Command::new(e2e::vreader_bin())
+        .args(["run", "--card", &file.to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.json"), "{err}");
+    let out = std::process::Command::new(e2e::vreader_bin())
+        .args(["status", &rig.path_str("missing.json")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("missing.json"));
+}
+
+#[test]
+fn pcscd_absent_at_start_then_started() {
+    let mut rig = Rig::new();
+    let card_file = rig.path("card.json");
+    make_card(&card_file, AlgorithmId::Aes192, &[]);
+    pcscd("stop");
+    let index = rig.vreader(&["--card", &card_file.to_string_lossy()]);
+    std::thread::sleep(Duration::from_millis(700));
+    let log = rig.log(index);
+    assert!(
+        log.contains("is pcscd running"),
+        "a clear message while pcscd is absent: {log}"
+    );
+    pcscd("start");
+    wait_for_card(READER0, Duration::from_secs(10));
+    let r = transmit(&connect(READER0), &SELECT);
+    assert_eq!(&r[r.len() - 2..], &[0x90, 0x00]);
+}
+
+#[test]
+fn listen_mode_serves_a_reader_and_refuses_remote_addresses() {
+    let mut rig = Rig::new();
+    let card_file = rig.path("card.json");
+    make_card(&card_file, AlgorithmId::Aes192, &[]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    rig.vreader(&["--card", &card_file.to_string_lossy(), "--listen", &addr]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut reader = loop {
+        match vpcd::ReaderConnection::connect(&addr) {
+            Ok(r) => break r,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "vreader --listen did not listen: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    reader.control(vpcd::Control::PowerOn).unwrap();
+    assert_eq!(
+        reader.atr().unwrap(),
+        piv_applet::state::YUBIKEY5_ATR.to_vec()
+    );
+    let r = reader.transmit(&SELECT).unwrap();
+    assert_eq!(&r[r.len() - 2..], &[0x90, 0x00]);
+    let out = std::process::Command::new(e2e::vreader_bin())
+        .args([
+            "run",
+            "--card",
+            &card_file.to_string_lossy(),
+            "--listen",
+            "0.0.0.0:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--allow-remote")
+    );
+}

@@ -1,0 +1,164 @@
+//! Round trips of a small APDU through pcscd + vpcd to (a) a do-nothing
+//! card with vreader's socket settings (the floor of the stack), (b)
+//! vreader with a real card, (c) vsmartcard's Python vicc; plus the time
+//! from `vreader run` to the card being visible in pcscd.
+//!
+//! `cargo run --release -p e2e --bin bench_roundtrip` (pcscd must run:
+//! scripts/pcscd.sh start). Prints a Markdown section for BENCHMARKS.md.
+
+use std::ffi::CString;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::{card_present, make_card, wait_for_card, Rig, READER0};
+
+const GET_VERSION: [u8; 5] = [0x00, 0xFD, 0x00, 0x00, 0x00];
+
+struct Stats {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn measure(n: usize) -> Stats {
+    let ctx = pcsc::Context::establish(pcsc::Scope::User).expect("pcscd");
+    let reader = CString::new(READER0).unwrap();
+    let card = ctx.connect(&reader, pcsc::ShareMode::Shared, pcsc::Protocols::ANY).expect("connect");
+    let mut buf = [0u8; 300];
+    for _ in 0..20.min(n) {
+        card.transmit(&GET_VERSION, &mut buf).expect("warm-up");
+    }
+    let mut times = Vec::with_capacity(n);
+    let start = Instant::now();
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = card.transmit(&GET_VERSION, &mut buf).expect("transmit");
+        times.push(t.elapsed());
+        assert!(r.len() >= 2);
+    }
+    let total = start.elapsed();
+    times.sort();
+    Stats {
+        per_second: n as f64 / total.as_secs_f64(),
+        p50: times[n / 2],
+        p99: times[(n * 99 / 100).min(n - 1)],
+    }
+}
+
+/// The floor: answers 9000 to every APDU, with the same socket settings
+/// (TCP_NODELAY, TCP_QUICKACK before each read, one write per frame).
+fn floor_card(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let mut s = loop {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", vpcd::DEFAULT_PORT)) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    vpcd::tune(&s).unwrap();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let Ok(Some(p)) = vpcd::read_frame(&mut s) else { return };
+        match vpcd::Request::parse(&p) {
+            Some(vpcd::Request::Control(vpcd::Control::GetAtr)) => vpcd::write_frame(&mut s, &piv_applet::state::YUBIKEY5_ATR).unwrap(),
+            Some(vpcd::Request::Control(_)) => {}
+            Some(vpcd::Request::Apdu(_)) => vpcd::write_frame(&mut s, &[0x90, 0x00]).unwrap(),
+            None => return,
+        }
+    }
+}
+
+fn wait_gone() {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while card_present(READER0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn vicc() -> Option<Child> {
+    let shim = std::env::temp_dir().join("virtual-piv-vicc-shim");
+    std::fs::create_dir_all(&shim).ok()?;
+    let link = shim.join("Crypto");
+    if !link.exists() {
+        std::os::unix::fs::symlink("/usr/lib/python3/dist-packages/Cryptodome", &link).ok()?;
+    }
+    Command::new("/usr/bin/python3")
+        .args(["/usr/bin/vicc", "-t", "iso7816", "-P", &vpcd::DEFAULT_PORT.to_string()])
+        .env("PYTHONPATH", format!("/usr/lib/python3/site-packages/virtualsmartcard:/usr/lib/python3/site-packages:{}", shim.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+}
+
+fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5000);
+    let mut rig = Rig::new();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let floor_thread = std::thread::spawn(move || floor_card(s2));
+    wait_for_card(READER0, Duration::from_secs(10));
+    let floor = measure(n);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // pcscd polls every ~0.4 s: the floor card sees the flag then.
+    floor_thread.join().unwrap();
+    wait_gone();
+
+    let card_file = rig.path("card.json");
+    make_card(&card_file, piv_applet::AlgorithmId::Aes192, &[]);
+    let index = rig.vreader(&["--card", &card_file.to_string_lossy()]);
+    wait_for_card(READER0, Duration::from_secs(10));
+    let ours = measure(n);
+    rig.stop(index);
+    wait_gone();
+
+    let mut startup = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let i = rig.vreader(&["--card", &card_file.to_string_lossy()]);
+        while !card_present(READER0) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        startup.push(t.elapsed());
+        rig.stop(i);
+        wait_gone();
+    }
+    startup.sort();
+
+    let vicc_n = 100;
+    let vicc_stats = vicc().map(|mut child| {
+        wait_for_card(READER0, Duration::from_secs(10));
+        let s = measure(vicc_n);
+        let _ = child.kill();
+        let _ = child.wait();
+        wait_gone();
+        s
+    });
+
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    println!("## vreader round trip (issue 3)\n");
+    println!(
+        "Machine: {} cores, {cpu}. pcscd 1.9.9 + vsmartcard-vpcd 0.8, same run, APDU GET VERSION `00 FD 00 00 00` sent with the `pcsc` crate (SCardTransmit), {n} round trips after 20 warm-up ({vicc_n} for vicc).\nCommand: `cargo run --release -p e2e --bin bench_roundtrip -- {n}`.\n",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    println!("| card | round trips/s | p50 | p99 |");
+    println!("|---|---|---|---|");
+    let row = |name: &str, s: &Stats| println!("| {name} | {:.0} | {:?} | {:?} |", s.per_second, s.p50, s.p99);
+    row("floor: do-nothing card, same socket settings", &floor);
+    row("vreader + piv-applet", &ours);
+    match &vicc_stats {
+        Some(v) => row("vsmartcard vicc (Python, iso7816 card)", v),
+        None => println!("| vsmartcard vicc | not run (vicc missing) | | |"),
+    }
+    println!();
+    println!("vreader / floor p50: {:.2}x (target ≤ 1.2x).", ours.p50.as_secs_f64() / floor.p50.as_secs_f64());
+    if let Some(v) = &vicc_stats {
+        println!("vicc / vreader p50: {:.0}x faster (target ≥ 50x).", v.p50.as_secs_f64() / ours.p50.as_secs_f64());
+    }
+    println!(
+        "\nTime from `vreader run` to the card being present in pcscd (5 runs): min {:?}, median {:?}, max {:?} (pcscd polls vpcd readers about every 0.4 s).",
+        startup[0], startup[2], startup[4]
+    );
+}

@@ -326,6 +326,81 @@ impl Card {
         .map_err(|_| CardError::Invalid("the card file could not be written".into()))
     }
 
+    /// Puts a private key and, optionally, its certificate in a slot with
+    /// one save: either both are on the card afterwards or neither is.
+    pub fn import_key_and_certificate(
+        &mut self,
+        slot: Slot,
+        key: KeyMaterial,
+        certificate: Option<&[u8]>,
+        pin_policy: PinPolicy,
+        touch_policy: TouchPolicy,
+    ) -> Result<(), CardError> {
+        let id = slot.certificate_object();
+        let old_key = self.state.keys.insert(slot, KeySlot { key, pin_policy, touch_policy, origin: KeyOrigin::Imported });
+        let old_cert = match certificate {
+            Some(der) => Some(self.state.objects.insert(id, CardState::certificate_object_value(der))),
+            None => None,
+        };
+        if let Err(e) = self.store.save(&self.state) {
+            match old_key {
+                Some(k) => self.state.keys.insert(slot, k),
+                None => self.state.keys.remove(&slot),
+            };
+            match old_cert {
+                Some(Some(c)) => self.state.objects.insert(id, c),
+                Some(None) => self.state.objects.remove(&id),
+                None => None,
+            };
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Sets the PIN (6 to 8 bytes) and resets its retry counter.
+    pub fn set_pin(&mut self, pin: &[u8]) -> Result<(), CardError> {
+        self.set_reference(KeyRef::Pin, pin)
+    }
+
+    /// Sets the PUK (6 to 8 bytes) and resets its retry counter.
+    pub fn set_puk(&mut self, puk: &[u8]) -> Result<(), CardError> {
+        self.set_reference(KeyRef::Puk, puk)
+    }
+
+    fn set_reference(&mut self, key_ref: KeyRef, value: &[u8]) -> Result<(), CardError> {
+        let block = crate::state::pad_pin(value);
+        if value.len() > PIN_BLOCK_LEN || !is_valid_new_pin(&block) {
+            return Err(CardError::Invalid("a PIN or PUK has 6 to 8 characters".into()));
+        }
+        let state = self.pin_state(key_ref).map_err(|_| CardError::Invalid("not a PIN reference".into()))?;
+        let previous = state.clone();
+        state.value.copy_from_slice(&block);
+        state.tries_left = state.max_tries;
+        if let Err(e) = self.store.save(&self.state) {
+            if let Ok(s) = self.pin_state(key_ref) {
+                *s = previous;
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Replaces the management key.
+    pub fn set_management_key(&mut self, key: ManagementKey) -> Result<(), CardError> {
+        let previous = std::mem::replace(&mut self.state.mgmt, key);
+        if let Err(e) = self.store.save(&self.state) {
+            self.state.mgmt = previous;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// A PKCS#10 certificate request signed by a slot's key.
+    pub fn certificate_request(&self, slot: Slot, subject: &str) -> Result<Vec<u8>, CardError> {
+        let ks = self.state.keys.get(&slot).ok_or_else(|| CardError::Invalid(format!("slot {slot} holds no key")))?;
+        Ok(x509::certificate_request(&ks.key, subject)?)
+    }
+
     /// Stores a certificate (DER) in a slot's certificate object.
     pub fn put_certificate(&mut self, slot: Slot, der: &[u8]) -> Result<(), CardError> {
         let id = slot.certificate_object();
@@ -484,7 +559,7 @@ impl Card {
                 ))
             }
             Ins::GetMetadata => self.get_metadata(req),
-            Ins::SetManagementKey => self.set_management_key(req),
+            Ins::SetManagementKey => self.cmd_set_management_key(req),
             Ins::ImportKey => self.import(req),
             Ins::Attest => self.attest(req),
             Ins::Reset => self.yubikey_reset(req),
@@ -993,7 +1068,7 @@ impl Card {
         Ok(Response::ok(Vec::new()))
     }
 
-    fn set_management_key(&mut self, req: &Req<'_>) -> Res {
+    fn cmd_set_management_key(&mut self, req: &Req<'_>) -> Res {
         let touch = match (req.p1, req.p2) {
             (0xFF, 0xFF) => TouchPolicy::Never,
             (0xFF, 0xFE) => TouchPolicy::Always,

@@ -199,6 +199,8 @@ fn open_private(path: &Path, truncate_new: bool) -> std::io::Result<File> {
 /// Replaces `path` with `bytes` so that a crash leaves the old or the new
 /// content, never a mix.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    // The rename must be made durable by syncing the directory (Unix).
+    #[cfg(unix)]
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

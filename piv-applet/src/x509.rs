@@ -307,6 +307,21 @@ pub fn issue(
     )
 }
 
+/// A PKCS#10 certificate request for `key`, signed by it (RFC 2986).
+pub fn certificate_request(key: &KeyMaterial, subject: &str) -> Result<Vec<u8>, CertError> {
+    use x509_cert::request::{CertReq, CertReqInfo, Version as ReqVersion};
+    let algorithm = signature_algorithm(key)?;
+    let info = CertReqInfo {
+        version: ReqVersion::V1,
+        subject: name(subject)?,
+        public_key: SubjectPublicKeyInfoOwned::from_der(&key.public_key_spki_der())?,
+        attributes: Default::default(),
+    };
+    let signature = sign(key, &info.to_der()?)?;
+    let req = CertReq { info, algorithm, signature: BitString::from_bytes(&signature)? };
+    Ok(req.to_der()?)
+}
+
 /// The self-signed CA certificate of a new card's attestation key (object
 /// 5FFF01), valid for 20 years.
 pub fn attestation_ca(f9_key: &KeyMaterial, serial_number: u32) -> Result<Vec<u8>, CertError> {

@@ -127,6 +127,7 @@ pub fn tune(stream: &TcpStream) -> io::Result<()> {
 
 /// Re-arms TCP_QUICKACK (Linux only; elsewhere a no-op). Errors are
 /// ignored: the option is a latency optimisation, never a correctness one.
+#[cfg(unix)]
 pub fn quickack<S: std::os::fd::AsFd>(stream: &S) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
@@ -135,6 +136,10 @@ pub fn quickack<S: std::os::fd::AsFd>(stream: &S) {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = stream;
 }
+
+/// Windows has no TCP_QUICKACK: nothing to re-arm.
+#[cfg(not(unix))]
+pub fn quickack<S>(_stream: &S) {}
 
 /// Reads one frame; `Ok(None)` on a clean end of stream before a frame.
 pub fn read_frame(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {

@@ -1,16 +1,57 @@
-//! Round trip of a small APDU (GET VERSION, 5 response bytes) through the
-//! exported `SCardTransmit` of the in-process shim, next to the same APDU
-//! straight into the card, so the shim's own cost is visible.
+//! Round trip of a small APDU (GET VERSION: 3 bytes + SW) through the
+//! exported `SCardTransmit` of the in-process shim — with the card in
+//! process, and with the card behind vpcd over loopback TCP (the remote
+//! backend) — next to the same APDU straight into the card, so the shim's
+//! own cost is visible. The pcscd + vpcd path is measured by
+//! `examples/pcscd_roundtrip.rs` (it must not link this library).
 
 use criterion::{criterion_group, criterion_main, Criterion};
+
+#[cfg(not(windows))]
+fn serve(card_path: std::path::PathBuf) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut card = piv_applet::Card::open(&card_path).unwrap();
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { continue };
+            vpcd::tune(&s).unwrap();
+            while let Ok(Some(f)) = vpcd::read_frame(&mut s) {
+                let reply = match vpcd::Request::parse(&f) {
+                    Some(vpcd::Request::Control(vpcd::Control::PowerOn)) => {
+                        card.power_on();
+                        None
+                    }
+                    Some(vpcd::Request::Control(vpcd::Control::Reset)) => {
+                        card.reset();
+                        None
+                    }
+                    Some(vpcd::Request::Control(vpcd::Control::GetAtr)) => Some(card.atr()),
+                    Some(vpcd::Request::Apdu(a)) => Some(card.process(a)),
+                    _ => None,
+                };
+                if let Some(r) = reply {
+                    let _ = vpcd::write_frame(&mut s, &r);
+                }
+            }
+        }
+    });
+    addr
+}
 
 #[cfg(not(windows))]
 fn bench(c: &mut Criterion) {
     use winscard::abi_pcsclite as abi;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("card.json");
-    drop(piv_applet::Card::create(&path, &piv_applet::CardOptions::default()).unwrap());
-    std::env::set_var("VIRTUAL_PIV_CARD_FILE", &path);
+    let local = dir.path().join("card.json");
+    let remote = dir.path().join("remote.json");
+    drop(piv_applet::Card::create(&local, &piv_applet::CardOptions::default()).unwrap());
+    drop(piv_applet::Card::create(&remote, &piv_applet::CardOptions::default()).unwrap());
+    std::env::set_var("VIRTUAL_PIV_CARD_FILE", &local);
+    // VIRTUAL_PIV_BENCH_REMOTE=host:port measures against an outside card
+    // (e.g. `vreader run --card F --listen 127.0.0.1:PORT`) instead.
+    let remote_addr = std::env::var("VIRTUAL_PIV_BENCH_REMOTE").unwrap_or_else(|_| serve(remote));
+    std::env::set_var("VIRTUAL_PIV_REMOTE", remote_addr);
     std::env::remove_var("VIRTUAL_PIV_LOG");
     let apdu = [0x00u8, 0xFD, 0x00, 0x00, 0x00];
     unsafe {
@@ -19,33 +60,43 @@ fn bench(c: &mut Criterion) {
             abi::SCardEstablishContext(0, std::ptr::null(), std::ptr::null(), &mut ctx),
             0
         );
-        let mut h = 0;
-        let mut proto = 0;
-        let reader = c"Virtual PIV Reader 00 00";
-        assert_eq!(
-            abi::SCardConnect(ctx, reader.as_ptr(), 2, 3, &mut h, &mut proto),
-            0
-        );
-        let mut buf = [0u8; 300];
-        c.bench_function("shim SCardTransmit GET VERSION (in-process)", |b| {
-            b.iter(|| {
-                let mut len = buf.len() as _;
-                let rc = abi::SCardTransmit(
-                    h,
-                    &abi::g_rgSCardT1Pci,
-                    apdu.as_ptr(),
-                    apdu.len() as _,
-                    std::ptr::null_mut(),
-                    buf.as_mut_ptr(),
-                    &mut len,
-                );
-                assert_eq!(
-                    (rc, &buf[len as usize - 2..len as usize]),
-                    (0, &[0x90, 0x00][..])
-                );
-            })
-        });
-        abi::SCardDisconnect(h, 0);
+        for (label, reader) in [
+            (
+                "shim SCardTransmit GET VERSION, embedded card (in-process)",
+                c"Virtual PIV Reader 00 00",
+            ),
+            (
+                "shim SCardTransmit GET VERSION, remote card over vpcd/TCP loopback",
+                c"Virtual PIV Reader 01 00",
+            ),
+        ] {
+            let (mut h, mut proto) = (0, 0);
+            assert_eq!(
+                abi::SCardConnect(ctx, reader.as_ptr(), 2, 3, &mut h, &mut proto),
+                0,
+                "{label}"
+            );
+            let mut buf = [0u8; 300];
+            c.bench_function(label, |b| {
+                b.iter(|| {
+                    let mut len = buf.len() as _;
+                    let rc = abi::SCardTransmit(
+                        h,
+                        &abi::g_rgSCardT1Pci,
+                        apdu.as_ptr(),
+                        apdu.len() as _,
+                        std::ptr::null_mut(),
+                        buf.as_mut_ptr(),
+                        &mut len,
+                    );
+                    assert_eq!(
+                        (rc, &buf[len as usize - 2..len as usize]),
+                        (0, &[0x90, 0x00][..])
+                    );
+                })
+            });
+            abi::SCardDisconnect(h, 0);
+        }
         abi::SCardReleaseContext(ctx);
     }
     let other = dir.path().join("direct.json");

@@ -366,7 +366,18 @@ pub fn build_ephemeral(e: &EphemeralCard) -> Result<Card, ConfigError> {
 pub fn open_backend(src: &CardSource) -> Result<Box<dyn Backend>, ConfigError> {
     match src {
         CardSource::File(p) => {
-            let card = Card::open(p).map_err(|e| ConfigError::Card(e.to_string()))?;
+            // A lock held for an instant (a process handing its card over,
+            // a fork between its fork and exec) is waited out, briefly.
+            let mut tries = 0;
+            let card = loop {
+                match Card::open(p) {
+                    Err(piv_applet::StoreError::Locked { .. }) if tries < 25 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(40));
+                    }
+                    r => break r.map_err(|e| ConfigError::Card(e.to_string()))?,
+                }
+            };
             Ok(Box::new(Embedded::new(
                 card,
                 format!("card file {}", p.display()),

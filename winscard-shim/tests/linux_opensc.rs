@@ -294,40 +294,70 @@ fn pcsc_crate_client_uses_the_shim_as_libpcsclite() {
     assert!(text.contains("pcsc-client: OK"), "{text}");
 }
 
+/// Answers one vpcd connection from the card side until it closes (the
+/// owner ends it with `shutdown` on a clone of the stream: a read timeout
+/// could cut a frame in half).
+fn card_session(
+    card: &mut piv_applet::Card,
+    s: &mut std::net::TcpStream,
+    mut first: Option<std::sync::mpsc::Sender<()>>,
+) {
+    vpcd::tune(s).unwrap();
+    loop {
+        let Ok(Some(frame)) = vpcd::read_frame(s) else {
+            return;
+        };
+        if let Some(tx) = first.take() {
+            let _ = tx.send(());
+        }
+        let reply = match vpcd::Request::parse(&frame) {
+            Some(vpcd::Request::Control(vpcd::Control::PowerOn)) => {
+                card.power_on();
+                None
+            }
+            Some(vpcd::Request::Control(vpcd::Control::PowerOff)) => {
+                card.power_off();
+                None
+            }
+            Some(vpcd::Request::Control(vpcd::Control::Reset)) => {
+                card.reset();
+                None
+            }
+            Some(vpcd::Request::Control(vpcd::Control::GetAtr)) => Some(card.atr()),
+            Some(vpcd::Request::Apdu(apdu)) => Some(card.process(apdu)),
+            _ => None,
+        };
+        if let Some(r) = reply {
+            if vpcd::write_frame(s, &r).is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// The card side of vpcd in a thread (what `vreader --listen` does): one
 /// connection at a time, every OpenSC process is a new reader connection.
 fn serve_over_vpcd(card_path: PathBuf) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
-        let mut card = piv_applet::Card::open(&card_path).expect("open card");
+        // Another test thread forking a tool may hold a copy of the lock
+        // file's descriptor for the instant before its exec: retry briefly.
+        let mut tries = 0;
+        let mut card = loop {
+            match piv_applet::Card::open(&card_path) {
+                Ok(c) => break c,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("open card: {e}"),
+            }
+        };
         for stream in listener.incoming() {
             let Ok(mut s) = stream else { continue };
-            vpcd::tune(&s).unwrap();
-            while let Ok(Some(frame)) = vpcd::read_frame(&mut s) {
-                let reply = match vpcd::Request::parse(&frame) {
-                    Some(vpcd::Request::Control(vpcd::Control::PowerOn)) => {
-                        card.power_on();
-                        None
-                    }
-                    Some(vpcd::Request::Control(vpcd::Control::PowerOff)) => {
-                        card.power_off();
-                        None
-                    }
-                    Some(vpcd::Request::Control(vpcd::Control::Reset)) => {
-                        card.reset();
-                        None
-                    }
-                    Some(vpcd::Request::Control(vpcd::Control::GetAtr)) => Some(card.atr()),
-                    Some(vpcd::Request::Apdu(apdu)) => Some(card.process(apdu)),
-                    _ => None,
-                };
-                if let Some(r) = reply {
-                    if vpcd::write_frame(&mut s, &r).is_err() {
-                        break;
-                    }
-                }
-            }
+            card_session(&mut card, &mut s, None);
         }
     });
     addr
@@ -343,4 +373,242 @@ fn opensc_against_a_remote_card_over_vpcd() {
     let env = Env::new(("VIRTUAL_PIV_REMOTE", addr));
     opensc_suite(&env);
     assert!(env.log().contains("connected"), "{}", env.log());
+}
+
+/// What OpenSC reports about a card, minus reader names and timings.
+fn card_view(env: &Env) -> Vec<String> {
+    let mut out = Vec::new();
+    for (prog, args) in [
+        ("pkcs15-tool", &["--list-certificates"][..]),
+        ("pkcs15-tool", &["--list-keys"][..]),
+        ("pkcs15-tool", &["--read-certificate", "01"][..]),
+        ("pkcs11-tool", &["--module", PKCS11, "-L"][..]),
+        ("pkcs11-tool", &["--module", PKCS11, "-O"][..]),
+    ] {
+        let text = stdout(&env.run(prog, args));
+        out.extend(
+            text.lines()
+                // Reader names, pcscd's second (empty) vpcd slot and
+                // PKCS#11 object handles differ by construction.
+                .filter(|l| {
+                    !l.contains("Virtual P")
+                        && !l.contains("Using reader")
+                        && !l.contains("(empty)")
+                        && !l.trim().is_empty()
+                })
+                .map(|l| {
+                    let l = l.trim_end();
+                    match l.rsplit_once(' ') {
+                        Some((head, n))
+                            if head.ends_with("object")
+                                && n.bytes().all(|c| c.is_ascii_digit()) =>
+                        {
+                            head.to_string()
+                        }
+                        _ => l.to_string(),
+                    }
+                }),
+        );
+    }
+    out
+}
+
+fn sign_and_verify(env: &Env, tag: &str) {
+    let data = env.dir.path().join(format!("{tag}.txt"));
+    std::fs::write(&data, tag.as_bytes()).unwrap();
+    let sig = env.dir.path().join(format!("{tag}.sig"));
+    env.run(
+        "pkcs11-tool",
+        &[
+            "--module",
+            PKCS11,
+            "--login",
+            "--pin",
+            "123456",
+            "--sign",
+            "--mechanism",
+            "SHA256-RSA-PKCS",
+            "--id",
+            "01",
+            "-i",
+            data.to_str().unwrap(),
+            "-o",
+            sig.to_str().unwrap(),
+        ],
+    );
+    let pubkey = env.dir.path().join("pub.pem");
+    env.run(
+        "openssl",
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            &format!("{DATA}/rsa2048.cert.der"),
+            "-pubkey",
+            "-noout",
+            "-out",
+            pubkey.to_str().unwrap(),
+        ],
+    );
+    let v = stdout(&env.run(
+        "openssl",
+        &[
+            "dgst",
+            "-sha256",
+            "-verify",
+            pubkey.to_str().unwrap(),
+            "-signature",
+            sig.to_str().unwrap(),
+            data.to_str().unwrap(),
+        ],
+    ));
+    assert!(v.contains("Verified OK"), "{tag}: {v}");
+}
+
+/// The same card file through the shim and through pcscd + vpcd: OpenSC
+/// sees the same certificates, keys, objects and token serial, and both
+/// signatures verify. Uses vpcd's slot 0 port, so it takes the e2e lock.
+#[test]
+fn same_answers_through_the_shim_and_through_pcscd() {
+    tools();
+    let lock = std::fs::File::create("/tmp/virtual-piv-e2e.lock").unwrap();
+    lock.lock().unwrap();
+    assert!(
+        Path::new("/run/pcscd/pcscd.comm").exists(),
+        "pcscd is not running: start it with `bash scripts/pcscd.sh start` (scripts/test.sh does)"
+    );
+    let card_dir = tempfile::tempdir().unwrap();
+    let card = make_card(card_dir.path());
+
+    let shim = Env::new(("VIRTUAL_PIV_CARD_FILE", card.display().to_string()));
+    let via_shim = card_view(&shim);
+    sign_and_verify(&shim, "shim");
+
+    // Now the same file, served to pcscd's vpcd slot 0 by a card thread.
+    let mut c = piv_applet::Card::open(&card).expect("open card");
+    let mut s = std::net::TcpStream::connect("127.0.0.1:35963")
+        .expect("vpcd slot 0 (is vsmartcard-vpcd installed?)");
+    let stopper = s.try_clone().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || card_session(&mut c, &mut s, Some(tx)));
+    // vpcd accepts a new card only after noticing the previous one left:
+    // wait until it really talks to this session before asking pcscd.
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .expect("vpcd never talked to the card (is another card connected to slot 0?)");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("opensc.conf");
+    std::fs::write(&conf, "app default {\n}\n").unwrap();
+    let pcscd = Env {
+        vars: vec![("OPENSC_CONF".into(), conf.display().to_string())],
+        dir,
+        _card_dir: None,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let o = Command::new("opensc-tool")
+            .args(["-r", "Virtual PCD 00 00", "-a"])
+            .env("OPENSC_CONF", &conf)
+            .output()
+            .unwrap();
+        if o.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pcscd never saw the card on Virtual PCD 00 00"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let via_pcscd = card_view(&pcscd);
+    sign_and_verify(&pcscd, "pcscd");
+    // Hang up: pcscd sees the card leave and the slot is free again.
+    let _ = stopper.shutdown(std::net::Shutdown::Both);
+    server.join().unwrap();
+    // Leave the slot empty for the next user: wait for pcscd to see it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while Command::new("opensc-tool")
+        .args(["-r", "Virtual PCD 00 00", "-a"])
+        .env("OPENSC_CONF", &conf)
+        .output()
+        .unwrap()
+        .status
+        .success()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(via_shim, via_pcscd, "OpenSC sees the same card both ways");
+    assert!(
+        via_shim.iter().any(|l| l.contains("serial")),
+        "{via_shim:#?}"
+    );
+}
+
+/// `vreader` as built in this workspace (built on demand when this package
+/// is tested alone).
+fn vreader_bin() -> PathBuf {
+    let p = profile_dir().join("vreader");
+    if !p.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "-p", "vreader", "--bin", "vreader"])
+            .status()
+            .expect("run cargo to build vreader");
+        assert!(st.success(), "building vreader");
+    }
+    p
+}
+
+/// Kills the vreader this test started when the test ends, pass or fail.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 5 (b): the shim's remote backend against the real `vreader
+/// --listen`, OpenSC on top.
+#[test]
+fn opensc_against_vreader_listen() {
+    use std::io::BufRead;
+    tools();
+    let card_dir = tempfile::tempdir().unwrap();
+    let card = make_card(card_dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(vreader_bin())
+        .args(["run", "--card", card.to_str().unwrap(), "--listen", &addr])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start vreader");
+    let stderr = child.stderr.take().unwrap();
+    let _child = Child(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("waiting for a reader") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(20))
+        .expect("vreader --listen never said it was waiting for a reader");
+    let env = Env::new(("VIRTUAL_PIV_REMOTE", addr.clone()));
+    opensc_suite(&env);
+    assert!(
+        env.log().contains(&format!("{addr}: connected")),
+        "{}",
+        env.log()
+    );
 }

@@ -33,7 +33,9 @@ fn target_dir() -> PathBuf {
 /// The vreader binary (`$VREADER_BIN`, else the debug build, which
 /// scripts/test.sh builds before the tests).
 pub fn vreader_bin() -> PathBuf {
-    let p = std::env::var_os("VREADER_BIN").map(PathBuf::from).unwrap_or_else(|| target_dir().join("debug").join("vreader"));
+    let p = std::env::var_os("VREADER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug").join("vreader"));
     assert!(
         p.exists(),
         "{} is missing: run `cargo build -p vreader` first (scripts/test.sh does)",

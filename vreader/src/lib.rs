@@ -5,6 +5,7 @@
 //! by itself. In listen mode each card waits for a reader to dial it (the
 //! winscard shim's remote backend, or vpcd's reverse mode).
 
+pub mod credentials;
 pub mod host;
 pub mod paths;
 pub mod provision;

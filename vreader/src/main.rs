@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use piv_applet::{AlgorithmId, Card, CardOptions, TouchMode};
+use piv_applet::{AlgorithmId, Card, CardOptions, PinPolicy, Slot, TouchMode, TouchPolicy};
 use tokio::sync::watch;
 use tracing::{error, info};
 use vreader::host::{self, Endpoint, Limits};
-use vreader::{paths, provision};
+use vreader::{credentials, paths, provision};
 
 #[derive(Parser)]
 #[command(
@@ -88,6 +88,194 @@ enum Command {
     },
     /// Show what a card file holds (never secrets).
     Status { file: PathBuf },
+    /// Put a private key (and its certificate) from a PKCS#12 or PEM/DER
+    /// files into a slot. Nothing is written unless key and certificate
+    /// load and match.
+    Import {
+        file: PathBuf,
+        #[arg(long, value_parser = parse_slot)]
+        slot: Slot,
+        /// PKCS#12 (.pfx/.p12) file, as Windows / AD CS or openssl export it.
+        #[arg(long, conflicts_with = "key")]
+        pkcs12: Option<PathBuf>,
+        /// File holding the PKCS#12 password (first line).
+        #[arg(long, requires = "pkcs12", conflicts_with = "password")]
+        password_file: Option<PathBuf>,
+        /// PKCS#12 password (visible to other local users in the process
+        /// list: prefer --password-file or $VREADER_PKCS12_PASSWORD).
+        #[arg(
+            long,
+            requires = "pkcs12",
+            env = "VREADER_PKCS12_PASSWORD",
+            hide_env_values = true
+        )]
+        password: Option<String>,
+        /// Private key: PEM or DER, PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Certificate (PEM or DER) for --key.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "default")]
+        pin_policy: PinPolicyArg,
+        #[arg(long, value_enum, default_value = "default")]
+        touch_policy: TouchPolicyArg,
+    },
+    /// Generate a key in a slot; optionally write a PKCS#10 request for it.
+    Generate {
+        file: PathBuf,
+        #[arg(long, value_parser = parse_slot)]
+        slot: Slot,
+        /// RSA1024, RSA2048, RSA3072, RSA4096, ECCP256, ECCP384, ED25519, X25519.
+        #[arg(long, value_parser = parse_algorithm)]
+        algorithm: AlgorithmId,
+        /// Write a certificate request (PEM) here, signed by the new key.
+        #[arg(long, requires = "subject")]
+        csr: Option<PathBuf>,
+        /// Subject of the request, e.g. "CN=Alice,O=Example".
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long, value_enum, default_value = "default")]
+        pin_policy: PinPolicyArg,
+        #[arg(long, value_enum, default_value = "default")]
+        touch_policy: TouchPolicyArg,
+    },
+    /// Write a self-signed certificate for a slot's key into the slot;
+    /// with --upn it carries the Microsoft smart card logon profile.
+    Selfsign {
+        file: PathBuf,
+        #[arg(long, value_parser = parse_slot)]
+        slot: Slot,
+        #[arg(long)]
+        subject: String,
+        /// User principal name (e.g. alice@example.test) for Windows logon:
+        /// adds the smart card logon and client authentication EKUs.
+        #[arg(long)]
+        upn: Option<String>,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Set the PIN (its retry counter is reset).
+    SetPin {
+        file: PathBuf,
+        #[arg(long)]
+        new_pin: String,
+    },
+    /// Set the PUK (its retry counter is reset).
+    SetPuk {
+        file: PathBuf,
+        #[arg(long)]
+        new_puk: String,
+    },
+    /// Set the management key.
+    SetManagementKey {
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        algorithm: MgmtAlg,
+        /// The key in hex (24 bytes for TDES/AES192, 16 AES128, 32 AES256).
+        #[arg(long)]
+        key: String,
+    },
+    /// Write a slot's certificate and/or public key as PEM.
+    Export {
+        file: PathBuf,
+        #[arg(long, value_parser = parse_slot)]
+        slot: Slot,
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Print the Windows smart card cache items the winscard shim serves
+    /// for this card (what msclmd.dll reads), in hex and decoded.
+    CacheItems { file: PathBuf },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PinPolicyArg {
+    Default,
+    Never,
+    Once,
+    Always,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TouchPolicyArg {
+    Default,
+    Never,
+    Always,
+    Cached,
+}
+
+impl PinPolicyArg {
+    fn policy(self) -> PinPolicy {
+        match self {
+            PinPolicyArg::Default => PinPolicy::Default,
+            PinPolicyArg::Never => PinPolicy::Never,
+            PinPolicyArg::Once => PinPolicy::Once,
+            PinPolicyArg::Always => PinPolicy::Always,
+        }
+    }
+}
+
+impl TouchPolicyArg {
+    fn policy(self) -> TouchPolicy {
+        match self {
+            TouchPolicyArg::Default => TouchPolicy::Default,
+            TouchPolicyArg::Never => TouchPolicy::Never,
+            TouchPolicyArg::Always => TouchPolicy::Always,
+            TouchPolicyArg::Cached => TouchPolicy::Cached,
+        }
+    }
+}
+
+fn parse_slot(s: &str) -> Result<Slot, String> {
+    u8::from_str_radix(s.trim_start_matches("0x"), 16)
+        .ok()
+        .and_then(Slot::new)
+        .ok_or_else(|| format!("{s} is not a key slot (9a, 9c, 9d, 9e, 82-95, f9)"))
+}
+
+fn parse_algorithm(s: &str) -> Result<AlgorithmId, String> {
+    AlgorithmId::from_name(s)
+        .filter(|a| a.is_asymmetric())
+        .ok_or_else(|| format!("unknown key algorithm {s}"))
+}
+
+impl MgmtAlg {
+    fn algorithm(self) -> AlgorithmId {
+        match self {
+            MgmtAlg::Tdes => AlgorithmId::TripleDes,
+            MgmtAlg::Aes128 => AlgorithmId::Aes128,
+            MgmtAlg::Aes192 => AlgorithmId::Aes192,
+            MgmtAlg::Aes256 => AlgorithmId::Aes256,
+        }
+    }
+}
+
+/// Runs slow work (RSA-4096 generation) while showing that it progresses.
+fn with_progress<T: Send>(what: &str, work: impl FnOnce() -> T + Send) -> T {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let ticker = s.spawn(|| {
+            let start = std::time::Instant::now();
+            let mut shown = false;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(100));
+                if start.elapsed() > Duration::from_millis(500) {
+                    eprint!("\r{what}... {:.1} s", start.elapsed().as_secs_f32());
+                    shown = true;
+                }
+            }
+            if shown {
+                eprintln!("\r{what}... done in {:.1} s", start.elapsed().as_secs_f32());
+            }
+        });
+        let out = work();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = ticker.join();
+        out
+    })
 }
 
 fn main() -> ExitCode {
@@ -114,12 +302,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             mgmt_alg,
             demo_key,
         } => {
-            let mgmt_key_alg = match mgmt_alg {
-                MgmtAlg::Tdes => AlgorithmId::TripleDes,
-                MgmtAlg::Aes128 => AlgorithmId::Aes128,
-                MgmtAlg::Aes192 => AlgorithmId::Aes192,
-                MgmtAlg::Aes256 => AlgorithmId::Aes256,
-            };
+            let mgmt_key_alg = mgmt_alg.algorithm();
             let opts = CardOptions {
                 serial,
                 mgmt_key_alg,
@@ -132,6 +315,176 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::Status { file } => {
             let card = Card::open(&file)?;
             print!("{}", provision::describe(&card));
+            Ok(())
+        }
+        Command::Import {
+            file,
+            slot,
+            pkcs12,
+            password_file,
+            password,
+            key,
+            cert,
+            pin_policy,
+            touch_policy,
+        } => {
+            // Load and check everything before the card file is touched.
+            let cred = match (pkcs12, key) {
+                (Some(p12), _) => {
+                    let password = match (password_file, password) {
+                        (Some(f), _) => std::fs::read_to_string(&f)
+                            .with_context(|| {
+                                format!("{}: cannot read the password file", f.display())
+                            })?
+                            .lines()
+                            .next()
+                            .unwrap_or("")
+                            .to_string(),
+                        (None, Some(p)) => p,
+                        (None, None) => String::new(),
+                    };
+                    credentials::from_pkcs12(&p12, &password)?
+                }
+                (None, Some(k)) => credentials::Credential {
+                    key: credentials::read_private_key(&k)?,
+                    certificate: cert
+                        .as_deref()
+                        .map(credentials::read_certificate)
+                        .transpose()?,
+                },
+                (None, None) => bail!("give --pkcs12 FILE or --key FILE [--cert FILE]"),
+            };
+            if let Some(der) = &cred.certificate {
+                credentials::check_match(&cred.key, der)?;
+            }
+            let alg = cred.key.algorithm();
+            let subject = cred.certificate.as_deref().map(credentials::subject);
+            let mut card = Card::open(&file)?;
+            card.import_key_and_certificate(
+                slot,
+                cred.key,
+                cred.certificate.as_deref(),
+                pin_policy.policy(),
+                touch_policy.policy(),
+            )?;
+            match subject {
+                Some(s) => println!(
+                    "imported a {} key and the certificate {s} into slot {slot}",
+                    alg.name().unwrap_or("?")
+                ),
+                None => println!(
+                    "imported a {} key into slot {slot} (no certificate)",
+                    alg.name().unwrap_or("?")
+                ),
+            }
+            Ok(())
+        }
+        Command::Generate {
+            file,
+            slot,
+            algorithm,
+            csr,
+            subject,
+            pin_policy,
+            touch_policy,
+        } => {
+            let mut card = Card::open(&file)?;
+            let what = format!(
+                "generating an {} key in slot {slot}",
+                algorithm.name().unwrap_or("?")
+            );
+            let spki = with_progress(&what, || {
+                card.generate_key(slot, algorithm, pin_policy.policy(), touch_policy.policy())
+            })?;
+            println!("{}", credentials::pem("PUBLIC KEY", &spki).trim_end());
+            if let (Some(out), Some(subject)) = (csr, subject) {
+                let req = card.certificate_request(slot, &subject)?;
+                std::fs::write(&out, credentials::pem("CERTIFICATE REQUEST", &req))
+                    .with_context(|| format!("{}: cannot write", out.display()))?;
+                println!("certificate request written to {}", out.display());
+            }
+            Ok(())
+        }
+        Command::Selfsign {
+            file,
+            slot,
+            subject,
+            upn,
+            days,
+        } => {
+            let mut card = Card::open(&file)?;
+            let extensions = match &upn {
+                Some(upn) => piv_applet::x509::smart_card_logon_extensions(upn)?,
+                None => vec![],
+            };
+            let mut serial = [0u8; 16];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut serial);
+            let req = piv_applet::x509::CertRequest {
+                subject: &subject,
+                serial: &serial,
+                not_before: std::time::SystemTime::now() - Duration::from_secs(300),
+                days,
+                extensions,
+            };
+            let der = card.self_sign(slot, &req)?;
+            println!("{}", credentials::pem("CERTIFICATE", &der).trim_end());
+            Ok(())
+        }
+        Command::SetPin { file, new_pin } => {
+            Card::open(&file)?.set_pin(new_pin.as_bytes())?;
+            println!("PIN changed");
+            Ok(())
+        }
+        Command::SetPuk { file, new_puk } => {
+            Card::open(&file)?.set_puk(new_puk.as_bytes())?;
+            println!("PUK changed");
+            Ok(())
+        }
+        Command::SetManagementKey {
+            file,
+            algorithm,
+            key,
+        } => {
+            let bytes =
+                zeroize::Zeroizing::new(hex::decode(key.trim()).context("--key must be hex")?);
+            let key = piv_applet::mgmt::ManagementKey::new(algorithm.algorithm(), &bytes)?;
+            Card::open(&file)?.set_management_key(key)?;
+            println!("management key changed");
+            Ok(())
+        }
+        Command::Export {
+            file,
+            slot,
+            cert,
+            public_key,
+        } => {
+            let card = Card::open(&file)?;
+            if cert.is_none() && public_key.is_none() {
+                bail!("give --cert FILE and/or --public-key FILE");
+            }
+            if let Some(out) = cert {
+                let der = card
+                    .certificate(slot)
+                    .ok_or_else(|| anyhow::anyhow!("slot {slot} holds no certificate"))?;
+                std::fs::write(&out, credentials::pem("CERTIFICATE", &der))
+                    .with_context(|| format!("{}: cannot write", out.display()))?;
+            }
+            if let Some(out) = public_key {
+                let spki = card
+                    .public_key(slot)
+                    .ok_or_else(|| anyhow::anyhow!("slot {slot} holds no key"))?;
+                std::fs::write(&out, credentials::pem("PUBLIC KEY", &spki))
+                    .with_context(|| format!("{}: cannot write", out.display()))?;
+            }
+            Ok(())
+        }
+        Command::CacheItems { file } => {
+            let mut card = Card::open(&file)?;
+            card.power_on();
+            let opts = winscard::cache::CacheOptions::default();
+            let text = winscard::cache::dump(&mut |apdu| Ok(card.process(apdu)), 1, &opts)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            print!("{text}");
             Ok(())
         }
         Command::Run {

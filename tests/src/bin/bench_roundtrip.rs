@@ -23,7 +23,9 @@ struct Stats {
 fn measure(n: usize) -> Stats {
     let ctx = pcsc::Context::establish(pcsc::Scope::User).expect("pcscd");
     let reader = CString::new(READER0).unwrap();
-    let card = ctx.connect(&reader, pcsc::ShareMode::Shared, pcsc::Protocols::ANY).expect("connect");
+    let card = ctx
+        .connect(&reader, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
+        .expect("connect");
     let mut buf = [0u8; 300];
     for _ in 0..20.min(n) {
         card.transmit(&GET_VERSION, &mut buf).expect("warm-up");
@@ -56,9 +58,13 @@ fn floor_card(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     };
     vpcd::tune(&s).unwrap();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let Ok(Some(p)) = vpcd::read_frame(&mut s) else { return };
+        let Ok(Some(p)) = vpcd::read_frame(&mut s) else {
+            return;
+        };
         match vpcd::Request::parse(&p) {
-            Some(vpcd::Request::Control(vpcd::Control::GetAtr)) => vpcd::write_frame(&mut s, &piv_applet::state::YUBIKEY5_ATR).unwrap(),
+            Some(vpcd::Request::Control(vpcd::Control::GetAtr)) => {
+                vpcd::write_frame(&mut s, &piv_applet::state::YUBIKEY5_ATR).unwrap()
+            }
             Some(vpcd::Request::Control(_)) => {}
             Some(vpcd::Request::Apdu(_)) => vpcd::write_frame(&mut s, &[0x90, 0x00]).unwrap(),
             None => return,
@@ -81,8 +87,20 @@ fn vicc() -> Option<Child> {
         std::os::unix::fs::symlink("/usr/lib/python3/dist-packages/Cryptodome", &link).ok()?;
     }
     Command::new("/usr/bin/python3")
-        .args(["/usr/bin/vicc", "-t", "iso7816", "-P", &vpcd::DEFAULT_PORT.to_string()])
-        .env("PYTHONPATH", format!("/usr/lib/python3/site-packages/virtualsmartcard:/usr/lib/python3/site-packages:{}", shim.display()))
+        .args([
+            "/usr/bin/vicc",
+            "-t",
+            "iso7816",
+            "-P",
+            &vpcd::DEFAULT_PORT.to_string(),
+        ])
+        .env(
+            "PYTHONPATH",
+            format!(
+                "/usr/lib/python3/site-packages/virtualsmartcard:/usr/lib/python3/site-packages:{}",
+                shim.display()
+            ),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -90,7 +108,10 @@ fn vicc() -> Option<Child> {
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5000);
     let mut rig = Rig::new();
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -136,7 +157,11 @@ fn main() {
 
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     println!("## vreader round trip (issue 3)\n");
     println!(
@@ -145,7 +170,12 @@ fn main() {
     );
     println!("| card | round trips/s | p50 | p99 |");
     println!("|---|---|---|---|");
-    let row = |name: &str, s: &Stats| println!("| {name} | {:.0} | {:?} | {:?} |", s.per_second, s.p50, s.p99);
+    let row = |name: &str, s: &Stats| {
+        println!(
+            "| {name} | {:.0} | {:?} | {:?} |",
+            s.per_second, s.p50, s.p99
+        )
+    };
     row("floor: do-nothing card, same socket settings", &floor);
     row("vreader + piv-applet", &ours);
     match &vicc_stats {
@@ -153,9 +183,15 @@ fn main() {
         None => println!("| vsmartcard vicc | not run (vicc missing) | | |"),
     }
     println!();
-    println!("vreader / floor p50: {:.2}x (target ≤ 1.2x).", ours.p50.as_secs_f64() / floor.p50.as_secs_f64());
+    println!(
+        "vreader / floor p50: {:.2}x (target ≤ 1.2x).",
+        ours.p50.as_secs_f64() / floor.p50.as_secs_f64()
+    );
     if let Some(v) = &vicc_stats {
-        println!("vicc / vreader p50: {:.0}x faster (target ≥ 50x).", v.p50.as_secs_f64() / ours.p50.as_secs_f64());
+        println!(
+            "vicc / vreader p50: {:.0}x faster (target ≥ 50x).",
+            v.p50.as_secs_f64() / ours.p50.as_secs_f64()
+        );
     }
     println!(
         "\nTime from `vreader run` to the card being present in pcscd (5 runs): min {:?}, median {:?}, max {:?} (pcscd polls vpcd readers about every 0.4 s).",

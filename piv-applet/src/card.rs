@@ -337,9 +337,21 @@ impl Card {
         touch_policy: TouchPolicy,
     ) -> Result<(), CardError> {
         let id = slot.certificate_object();
-        let old_key = self.state.keys.insert(slot, KeySlot { key, pin_policy, touch_policy, origin: KeyOrigin::Imported });
+        let old_key = self.state.keys.insert(
+            slot,
+            KeySlot {
+                key,
+                pin_policy,
+                touch_policy,
+                origin: KeyOrigin::Imported,
+            },
+        );
         let old_cert = match certificate {
-            Some(der) => Some(self.state.objects.insert(id, CardState::certificate_object_value(der))),
+            Some(der) => Some(
+                self.state
+                    .objects
+                    .insert(id, CardState::certificate_object_value(der)),
+            ),
             None => None,
         };
         if let Err(e) = self.store.save(&self.state) {
@@ -370,9 +382,13 @@ impl Card {
     fn set_reference(&mut self, key_ref: KeyRef, value: &[u8]) -> Result<(), CardError> {
         let block = crate::state::pad_pin(value);
         if value.len() > PIN_BLOCK_LEN || !is_valid_new_pin(&block) {
-            return Err(CardError::Invalid("a PIN or PUK has 6 to 8 characters".into()));
+            return Err(CardError::Invalid(
+                "a PIN or PUK has 6 to 8 characters".into(),
+            ));
         }
-        let state = self.pin_state(key_ref).map_err(|_| CardError::Invalid("not a PIN reference".into()))?;
+        let state = self
+            .pin_state(key_ref)
+            .map_err(|_| CardError::Invalid("not a PIN reference".into()))?;
         let previous = state.clone();
         state.value.copy_from_slice(&block);
         state.tries_left = state.max_tries;
@@ -397,7 +413,11 @@ impl Card {
 
     /// A PKCS#10 certificate request signed by a slot's key.
     pub fn certificate_request(&self, slot: Slot, subject: &str) -> Result<Vec<u8>, CardError> {
-        let ks = self.state.keys.get(&slot).ok_or_else(|| CardError::Invalid(format!("slot {slot} holds no key")))?;
+        let ks = self
+            .state
+            .keys
+            .get(&slot)
+            .ok_or_else(|| CardError::Invalid(format!("slot {slot} holds no key")))?;
         Ok(x509::certificate_request(&ks.key, subject)?)
     }
 

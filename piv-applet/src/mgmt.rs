@@ -29,6 +29,8 @@ impl core::fmt::Debug for ManagementKey {
 }
 
 impl ManagementKey {
+    /// A key of `alg`: 3DES (24 bytes), AES-128 (16), AES-192 (24) or
+    /// AES-256 (32). Another algorithm or length is `InvalidKey`.
     pub fn new(alg: AlgorithmId, key: &[u8]) -> Result<ManagementKey, KeyError> {
         match alg.symmetric_key_len() {
             Some(n) if n == key.len() => Ok(ManagementKey {
@@ -38,11 +40,13 @@ impl ManagementKey {
             Some(_) => Err(KeyError::InvalidKey(
                 "management key length does not match its algorithm",
             )),
-            None => Err(KeyError::UnsupportedAlgorithm),
+            None => Err(KeyError::InvalidKey("not a management key algorithm")),
         }
     }
 
-    /// The factory key with 3DES (before firmware 5.7) or AES-192 (5.7+).
+    /// The factory key with 3DES (before firmware 5.7) or AES-192 (5.7+):
+    /// `TripleDes` gives 3DES, any other algorithm AES-192 (the only other
+    /// algorithm a YubiKey ships its default key with).
     pub fn default_for(alg: AlgorithmId) -> ManagementKey {
         let alg = if alg == AlgorithmId::TripleDes {
             alg
@@ -64,6 +68,7 @@ impl ManagementKey {
         &self.key
     }
 
+    /// 8 for 3DES, 16 for AES.
     pub fn block_size(&self) -> usize {
         if self.alg == AlgorithmId::TripleDes {
             8
@@ -104,6 +109,7 @@ impl ManagementKey {
         self.crypt(block, true)
     }
 
+    /// One block in ECB mode.
     pub fn decrypt_block(&self, block: &[u8]) -> Result<Vec<u8>, KeyError> {
         self.crypt(block, false)
     }
@@ -113,6 +119,8 @@ impl ManagementKey {
         self.alg == other.alg && bool::from(self.key.ct_eq(&other.key))
     }
 
+    /// Whether this is the factory key (3DES or AES-192 with the default
+    /// bytes).
     pub fn is_default(&self) -> bool {
         bool::from(self.key.as_slice().ct_eq(&DEFAULT_KEY[..]))
     }
@@ -121,11 +129,52 @@ impl ManagementKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::openssl_cli::{openssl, Dir};
 
-    /// Known answers from `openssl enc -nopad -K <key> -<cipher>` on the
-    /// block 00 01 .. (block size - 1).
+    fn kat(alg: AlgorithmId, key: &str, plain: &str, cipher: &str) {
+        let k = ManagementKey::new(alg, &hex::decode(key).unwrap()).unwrap();
+        let p = hex::decode(plain).unwrap();
+        let c = k.encrypt_block(&p).unwrap();
+        assert_eq!(hex::encode(&c), cipher, "{alg:?}");
+        assert_eq!(k.decrypt_block(&c).unwrap(), p, "{alg:?}");
+    }
+
+    /// Published known answers: FIPS-197 appendix C (AES) and the classic
+    /// DES example "Now is t" (3DES with K1 = K2 = K3 is single DES).
     #[test]
-    fn known_answers() {
+    fn published_known_answers() {
+        let plain = "00112233445566778899aabbccddeeff";
+        kat(
+            AlgorithmId::Aes128,
+            "000102030405060708090a0b0c0d0e0f",
+            plain,
+            "69c4e0d86a7b0430d8cdb78070b4c55a",
+        );
+        kat(
+            AlgorithmId::Aes192,
+            "000102030405060708090a0b0c0d0e0f1011121314151617",
+            plain,
+            "dda97ca4864cdfe06eaf70a0ec0d7191",
+        );
+        kat(
+            AlgorithmId::Aes256,
+            "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+            plain,
+            "8ea2b7ca516745bfeafc49904b496089",
+        );
+        kat(
+            AlgorithmId::TripleDes,
+            "0123456789abcdef0123456789abcdef0123456789abcdef",
+            "4e6f772069732074",
+            "3fa40e8a984d4815",
+        );
+    }
+
+    /// The default key, computed once with `openssl enc -nopad -K <key>
+    /// -des-ede3 / -aes-128-ecb / -aes-192-ecb / -aes-256-ecb` on the block
+    /// 00 01 .. (block size - 1).
+    #[test]
+    fn default_key_known_answers() {
         let aes256_key: Vec<u8> = DEFAULT_KEY
             .iter()
             .chain(&DEFAULT_KEY[..8])
@@ -155,11 +204,102 @@ mod tests {
             assert_eq!(hex::encode(&enc), expected, "{:?}", key.algorithm());
             assert_eq!(key.decrypt_block(&enc).unwrap(), block);
         }
+    }
+
+    /// Random keys and blocks, checked against `openssl enc` live.
+    #[test]
+    fn openssl_agrees_on_every_cipher() {
+        use rand_core::{OsRng, RngCore};
+        let dir = Dir::new();
+        for (alg, cipher) in [
+            (AlgorithmId::TripleDes, "-des-ede3"),
+            (AlgorithmId::Aes128, "-aes-128-ecb"),
+            (AlgorithmId::Aes192, "-aes-192-ecb"),
+            (AlgorithmId::Aes256, "-aes-256-ecb"),
+        ] {
+            for _ in 0..3 {
+                let mut key = vec![0u8; alg.symmetric_key_len().unwrap()];
+                OsRng.fill_bytes(&mut key);
+                let k = ManagementKey::new(alg, &key).unwrap();
+                let mut block = vec![0u8; k.block_size()];
+                OsRng.fill_bytes(&mut block);
+                let input = dir.write("block.bin", &block);
+                let key_hex = hex::encode(&key);
+                let out = openssl(&["enc", cipher, "-nopad", "-K", &key_hex, "-in", &input]);
+                assert_eq!(k.encrypt_block(&block).unwrap(), out.stdout, "{alg:?}");
+                let out = openssl(&["enc", "-d", cipher, "-nopad", "-K", &key_hex, "-in", &input]);
+                assert_eq!(k.decrypt_block(&block).unwrap(), out.stdout, "{alg:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn constructor_and_block_checks() {
+        use AlgorithmId::*;
+        for (alg, len, block) in [
+            (TripleDes, 24, 8),
+            (Aes128, 16, 16),
+            (Aes192, 24, 16),
+            (Aes256, 32, 16),
+        ] {
+            let k = ManagementKey::new(alg, &vec![7; len]).unwrap();
+            assert_eq!(
+                (k.algorithm(), k.key_bytes(), k.block_size()),
+                (alg, &vec![7; len][..], block)
+            );
+            for wrong in [0, 8, 16, 24, 32, 33] {
+                if wrong != len {
+                    assert!(matches!(
+                        ManagementKey::new(alg, &vec![7; wrong]),
+                        Err(KeyError::InvalidKey(_))
+                    ));
+                }
+            }
+            for bad in [0, block - 1, block + 1, 2 * block] {
+                assert!(matches!(
+                    k.encrypt_block(&vec![0; bad]),
+                    Err(KeyError::InvalidInput(_))
+                ));
+                assert!(matches!(
+                    k.decrypt_block(&vec![0; bad]),
+                    Err(KeyError::InvalidInput(_))
+                ));
+            }
+        }
+        for alg in [Rsa2048, EccP256, PinPuk, Unknown(0x0B)] {
+            assert!(matches!(
+                ManagementKey::new(alg, &[0; 24]),
+                Err(KeyError::InvalidKey(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn defaults_equality_and_debug() {
+        let tdes = ManagementKey::default_for(AlgorithmId::TripleDes);
         let aes = ManagementKey::default_for(AlgorithmId::Aes192);
-        assert!(aes.encrypt_block(&[0; 8]).is_err());
-        assert!(ManagementKey::new(AlgorithmId::Aes128, &[0; 24]).is_err());
-        assert!(ManagementKey::new(AlgorithmId::Rsa2048, &[0; 24]).is_err());
-        assert!(aes.is_default());
-        assert!(format!("{aes:?}").contains("Aes192") && !format!("{aes:?}").contains("1, 2, 3"));
+        assert_eq!(tdes.algorithm(), AlgorithmId::TripleDes);
+        assert_eq!(aes.algorithm(), AlgorithmId::Aes192);
+        assert_eq!(
+            ManagementKey::default_for(AlgorithmId::Aes256).algorithm(),
+            AlgorithmId::Aes192
+        );
+        assert_eq!(aes.key_bytes(), DEFAULT_KEY);
+        assert!(tdes.is_default() && aes.is_default());
+        assert!(aes.ct_eq(&aes.clone()));
+        assert!(aes.ct_eq(&ManagementKey::new(AlgorithmId::Aes192, &DEFAULT_KEY).unwrap()));
+        assert!(!aes.ct_eq(&tdes), "same bytes, other algorithm");
+        let mut other = DEFAULT_KEY;
+        other[23] ^= 1;
+        let changed = ManagementKey::new(AlgorithmId::Aes192, &other).unwrap();
+        assert!(!changed.is_default() && !aes.ct_eq(&changed));
+        let short = ManagementKey::new(AlgorithmId::Aes128, &DEFAULT_KEY[..16]).unwrap();
+        assert!(!short.is_default() && !short.ct_eq(&aes));
+        let shown = format!("{aes:?} {aes:#?}");
+        assert!(shown.contains("Aes192"));
+        assert!(
+            !shown.contains("1, 2, 3") && !shown.contains("0102"),
+            "{shown}"
+        );
     }
 }

@@ -100,11 +100,15 @@ fn sign(key: &KeyMaterial, tbs: &[u8]) -> Result<Vec<u8>, CertError> {
     use sha2::Digest;
     use signature::Signer;
     Ok(match key {
-        KeyMaterial::Rsa(k) => {
-            let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(k.as_ref().clone());
-            let sig: rsa::pkcs1v15::Signature = signer.sign(tbs);
-            signature::SignatureEncoding::to_vec(&sig)
-        }
+        // With blinding (`sign_with_rng`), unlike rsa's `SigningKey`, whose
+        // `Signer` implementation signs without it.
+        KeyMaterial::Rsa(k) => k
+            .sign_with_rng(
+                &mut OsRng,
+                rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+                &sha2::Sha256::digest(tbs),
+            )
+            .map_err(|e| CertError::Field(format!("RSA signature: {e}")))?,
         KeyMaterial::P256(_) => key
             .sign_or_decrypt(&sha2::Sha256::digest(tbs))
             .map_err(|_| CertError::CannotSign)?
@@ -128,7 +132,9 @@ fn time(t: SystemTime) -> Result<Time, CertError> {
     })
 }
 
-/// A positive serial number of at most 20 bytes.
+/// A positive serial number of at most 20 bytes: leading zero bytes are
+/// dropped, a 00 byte is prepended when the high bit is set (or, for 20
+/// bytes, the high bit is cleared), and zero becomes 1.
 fn serial(bytes: &[u8]) -> Result<SerialNumber, CertError> {
     let trimmed: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
     let mut v = if trimmed.is_empty() { vec![1] } else { trimmed };
@@ -318,19 +324,26 @@ pub fn certificate_request(key: &KeyMaterial, subject: &str) -> Result<Vec<u8>, 
         attributes: Default::default(),
     };
     let signature = sign(key, &info.to_der()?)?;
-    let req = CertReq { info, algorithm, signature: BitString::from_bytes(&signature)? };
+    let req = CertReq {
+        info,
+        algorithm,
+        signature: BitString::from_bytes(&signature)?,
+    };
     Ok(req.to_der()?)
 }
 
 /// The self-signed CA certificate of a new card's attestation key (object
-/// 5FFF01), valid for 20 years.
+/// 5FFF01): subject `CN=Virtual PIV Attestation <card serial>,O=virtual-piv`
+/// (the card serial keeps cards apart), a random 16-byte serial number,
+/// basicConstraints CA (critical), keyUsage keyCertSign + cRLSign
+/// (critical), valid from now for 20 years (7305 days).
 pub fn attestation_ca(f9_key: &KeyMaterial, serial_number: u32) -> Result<Vec<u8>, CertError> {
     let subject = format!("CN=Virtual PIV Attestation {serial_number},O=virtual-piv");
     let req = CertRequest {
         subject: &subject,
         serial: &random_serial(),
         not_before: SystemTime::now(),
-        days: 20 * 365,
+        days: 7305,
         extensions: vec![
             basic_constraints(true)?,
             key_usage(KeyUsages::KeyCertSign | KeyUsages::CRLSign)?,
@@ -351,8 +364,18 @@ pub struct Attested<'a> {
 
 /// The attestation certificate of a generated key, as ATTEST (F9) returns
 /// it: issued by the F9 key under the 5FFF01 certificate's subject, valid
-/// as long as that certificate, carrying Yubico's extensions (the value of
-/// each is raw bytes, except the serial, a DER INTEGER).
+/// as long as that certificate, with a random positive 16-byte serial
+/// number and subject `CN=YubiKey PIV Attestation <slot>` (slot in
+/// lowercase hex, e.g. `9a`, as a YubiKey writes it).
+///
+/// Yubico's extensions, all non-critical, as a YubiKey encodes them (the
+/// extnValue OCTET STRING holds raw bytes, except for the serial):
+/// - 1.3.6.1.4.1.41482.3.3 firmware: 3 bytes major, minor, patch;
+/// - 1.3.6.1.4.1.41482.3.7 serial: a DER INTEGER;
+/// - 1.3.6.1.4.1.41482.3.8 policies: 2 bytes PIN policy, touch policy (wire
+///   values; `Default` is resolved to the slot's default PIN policy and to
+///   touch never, so neither byte is 0);
+/// - 1.3.6.1.4.1.41482.3.9 form factor: 1 byte, 01 (USB-A keychain).
 pub fn attestation(
     f9_key: &KeyMaterial,
     f9_cert_der: &[u8],
@@ -360,14 +383,25 @@ pub fn attestation(
 ) -> Result<Vec<u8>, CertError> {
     let issuer =
         Certificate::from_der(f9_cert_der).map_err(|e| CertError::BadIssuer(e.to_string()))?;
-    let subject = name(&format!("CN=YubiKey PIV Attestation {}", what.slot))?;
+    let subject = name(&format!(
+        "CN=YubiKey PIV Attestation {:02x}",
+        what.slot.key_ref()
+    ))?;
+    let pin_policy = match what.pin_policy {
+        PinPolicy::Default => what.slot.default_pin_policy(),
+        p => p,
+    };
+    let touch_policy = match what.touch_policy {
+        TouchPolicy::Default => TouchPolicy::Never,
+        t => t,
+    };
     let extensions = vec![
         extension(OID_YUBICO_FIRMWARE, false, what.firmware.to_vec())?,
         extension(OID_YUBICO_SERIAL, false, what.serial.to_der()?)?,
         extension(
             OID_YUBICO_POLICY,
             false,
-            vec![what.pin_policy.into(), what.touch_policy.into()],
+            vec![pin_policy.into(), touch_policy.into()],
         )?,
         extension(
             OID_YUBICO_FORM_FACTOR,

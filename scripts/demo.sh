@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-pcsc.sh
+command -v cargo >/dev/null || . "$HOME/.cargo/env"
 bash scripts/pcscd.sh start
 cargo build --release -p vreader
 if [ -f /tmp/virtual-piv-demo.pid ] && kill -0 "$(cat /tmp/virtual-piv-demo.pid)" 2>/dev/null; then
@@ -13,8 +14,14 @@ if [ -f /tmp/virtual-piv-demo.pid ] && kill -0 "$(cat /tmp/virtual-piv-demo.pid)
 fi
 setsid target/release/vreader run >/tmp/virtual-piv-demo.log 2>&1 < /dev/null &
 echo $! > /tmp/virtual-piv-demo.pid
-for _ in $(seq 1 50); do
+# First run: the default card is created (RSA-2048 key generation) first.
+for _ in $(seq 1 100); do
   opensc-tool -r 'Virtual PCD 00 00' -n >/dev/null 2>&1 && break
+  if ! kill -0 "$(cat /tmp/virtual-piv-demo.pid)" 2>/dev/null; then
+    echo "vreader stopped; its log:" >&2
+    cat /tmp/virtual-piv-demo.log >&2
+    exit 1
+  fi
   sleep 0.2
 done
 echo "== opensc-tool -n"

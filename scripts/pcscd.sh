@@ -3,6 +3,7 @@
 # our control, debug log with APDUs), and waits until vpcd's reader slots
 # listen. Idempotent: `start` on a running pcscd does nothing.
 #   scripts/pcscd.sh start|stop|restart|status
+# Log: $PCSCD_LOG (default /tmp/virtual-piv-pcscd.log).
 set -euo pipefail
 LOG=${PCSCD_LOG:-/tmp/virtual-piv-pcscd.log}
 SOCK=/run/pcscd/pcscd.comm
@@ -10,13 +11,31 @@ SOCK=/run/pcscd/pcscd.comm
 running() { pgrep -x pcscd >/dev/null 2>&1; }
 listening() { ss -ltn 2>/dev/null | grep -q ':35963 '; }
 
+# With -d -a pcscd logs every APDU (~2 GB after a soak test): keep the
+# last megabyte when the log passes 100 MB. pcscd appends (O_APPEND), so
+# truncating the file in place under it is safe.
+trim_log() {
+  local size
+  size=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
+  if [ "$size" -gt $((100 * 1024 * 1024)) ]; then
+    tail -c 1000000 "$LOG" >"$LOG.old"
+    : >"$LOG"
+  fi
+}
+
 start() {
+  trim_log
   if running && [ -S "$SOCK" ] && listening; then return 0; fi
   if running; then stop; fi
   mkdir -p /run/pcscd
   rm -f "$SOCK"
   # No --auto-exit: pcscd would quit 60 s after its last client and drop the card.
-  setsid pcscd -f -d -a >>"$LOG" 2>&1 < /dev/null &
+  # PCSCD_QUIET=1: no debug/APDU log (benchmarks; the log costs latency).
+  if [ "${PCSCD_QUIET:-0}" = 1 ]; then
+    setsid pcscd -f >>"$LOG" 2>&1 </dev/null &
+  else
+    setsid pcscd -f -d -a >>"$LOG" 2>&1 </dev/null &
+  fi
   for _ in $(seq 1 100); do
     if [ -S "$SOCK" ] && listening; then return 0; fi
     sleep 0.05

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Linux PC/SC stack and the real clients the tests drive
-# (Debian 12, as root). Fast when everything is already there.
+# (Debian 12, as root, no systemd needed). Fast when everything is already
+# there. Rust itself comes from the machine's rustup toolchain.
 set -euo pipefail
 packages=(pcscd vsmartcard-vpcd libpcsclite-dev pcsc-tools opensc opensc-pkcs11
   yubico-piv-tool openssh-client openssh-server openssl procps iproute2
-  vsmartcard-vpicc python3-pycryptodome)
+  vsmartcard-vpicc python3-pycryptodome
+  gcc libc6-dev pkg-config curl ca-certificates valgrind)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,4 +17,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-command -v cargo >/dev/null || { echo "cargo (rustup) is required" >&2; exit 1; }
+command -v cargo >/dev/null || { echo "cargo is required (the machine's rustup toolchain)" >&2; exit 1; }

@@ -10,6 +10,7 @@ step() { printf '\n=== %s\n' "$*"; }
 
 step "set-up: Linux PC/SC stack and clients"
 bash scripts/setup-pcsc.sh
+command -v cargo >/dev/null || . "$HOME/.cargo/env"
 if [ -f scripts/setup-wine.sh ]; then
   step "set-up: Windows cross build and Wine"
   bash scripts/setup-wine.sh
@@ -22,8 +23,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test (unit, property and end-to-end tests)"
-# The end-to-end tests run the vreader binary: build it first.
+# The end-to-end tests run the vreader binary and load the shim's cdylib
+# (cargo builds a dependency's lib as an rlib only): build both first.
 cargo build -p vreader
+cargo build -p winscard-shim --lib --bins --examples
 cargo test --workspace --no-fail-fast
 
 step "docker rig script on the host (what the image runs) and Dockerfile lint"

@@ -249,12 +249,19 @@ impl KeyMaterial {
             KeyMaterial::Rsa(k) => {
                 let half = k.size() / 2;
                 let primes = k.primes();
+                let one = BigUint::from(1u8);
+                // Keys are precomputed wherever they are made; the fallback
+                // only keeps this total.
+                let crt_exponent = |i: usize, pre: Option<&BigUint>| {
+                    Zeroizing::new(pre.cloned().unwrap_or_else(|| k.d() % (&primes[i] - &one)))
+                };
+                let (dp, dq) = (crt_exponent(0, k.dp()), crt_exponent(1, k.dq()));
                 let crt = Zeroizing::new(k.crt_coefficient().unwrap_or_default());
                 let parts: [(u32, &BigUint); 5] = [
                     (0x01, &primes[0]),
                     (0x02, &primes[1]),
-                    (0x03, k.dp().expect("keys are always precomputed")),
-                    (0x04, k.dq().expect("keys are always precomputed")),
+                    (0x03, &dp),
+                    (0x04, &dq),
                     (0x05, &crt),
                 ];
                 for (tag, n) in parts {
@@ -962,6 +969,24 @@ mod tests {
             k.public_key_spki_der(),
             sk.public_key().to_public_key_der().unwrap().as_bytes()
         );
+    }
+
+    #[test]
+    fn rsa_without_precomputed_values_still_works() {
+        let k = KeyMaterial::generate(AlgorithmId::Rsa1024).unwrap();
+        let tlvs = k.to_import_tlvs();
+        let KeyMaterial::Rsa(mut inner) = k else {
+            unreachable!()
+        };
+        inner.clear_precomputed();
+        let bare = KeyMaterial::Rsa(inner);
+        assert_eq!(*bare.to_import_tlvs(), *tlvs);
+        let sig = bare
+            .sign_or_decrypt(&pkcs1_sha256_block(b"m", 128))
+            .unwrap();
+        rsa::pkcs1v15::VerifyingKey::<Sha256>::new(rsa_public(&bare))
+            .verify(b"m", &rsa::pkcs1v15::Signature::try_from(&sig[..]).unwrap())
+            .unwrap();
     }
 
     /// Replaces the value of `tag` in an IMPORT data field.

@@ -159,6 +159,7 @@ impl FileStore {
     /// Locks and loads an existing card file.
     pub fn open(path: &Path) -> Result<(FileStore, CardState), StoreError> {
         let lock = FileStore::take_lock(path)?;
+        remove_stale_temporaries(path);
         let state = load(path)?;
         Ok((
             FileStore {
@@ -194,6 +195,28 @@ fn open_private(path: &Path, truncate_new: bool) -> std::io::Result<File> {
         o.mode(0o600);
     }
     o.open(path)
+}
+
+/// Removes `<card>.tmp-<pid>` files left by a process killed between
+/// writing and renaming. Only called with the card's lock held, so no
+/// other process can be writing one.
+fn remove_stale_temporaries(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.tmp-", name.to_string_lossy());
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves the old or the new

@@ -424,6 +424,15 @@ pub fn attestation(
 mod tests {
     use super::*;
     use crate::enums::AlgorithmId;
+    use crate::keys::openssl_cli::{openssl, pem, Dir};
+
+    const SIGNING: [AlgorithmId; 5] = [
+        AlgorithmId::Rsa1024,
+        AlgorithmId::Rsa2048,
+        AlgorithmId::EccP256,
+        AlgorithmId::EccP384,
+        AlgorithmId::Ed25519,
+    ];
 
     fn req(subject: &str) -> CertRequest<'_> {
         CertRequest {
@@ -435,33 +444,107 @@ mod tests {
         }
     }
 
+    /// Checks a signature with the RustCrypto verifier of the signer's
+    /// SubjectPublicKeyInfo (not with the private key that made it).
+    fn verify_signature(
+        signed: &[u8],
+        algorithm: &AlgorithmIdentifierOwned,
+        sig: &[u8],
+        signer_spki_der: &[u8],
+    ) {
+        use pkcs8::DecodePublicKey;
+        use signature::Verifier;
+        let oid = algorithm.oid;
+        if oid == OID_SHA256_RSA {
+            assert_eq!(algorithm.parameters, Some(der::asn1::Null.into()));
+            let public = rsa::RsaPublicKey::from_public_key_der(signer_spki_der).unwrap();
+            rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(public)
+                .verify(signed, &rsa::pkcs1v15::Signature::try_from(sig).unwrap())
+                .expect("sha256WithRSAEncryption verifies");
+            return;
+        }
+        assert_eq!(algorithm.parameters, None, "ECDSA and Ed25519: absent");
+        if oid == OID_ECDSA_SHA256 {
+            p256::ecdsa::VerifyingKey::from_public_key_der(signer_spki_der)
+                .unwrap()
+                .verify(signed, &p256::ecdsa::Signature::from_der(sig).unwrap())
+                .expect("ecdsa-with-SHA256 verifies");
+        } else if oid == OID_ECDSA_SHA384 {
+            p384::ecdsa::VerifyingKey::from_public_key_der(signer_spki_der)
+                .unwrap()
+                .verify(signed, &p384::ecdsa::Signature::from_der(sig).unwrap())
+                .expect("ecdsa-with-SHA384 verifies");
+        } else if oid == OID_ED25519 {
+            ed25519_dalek::VerifyingKey::from_public_key_der(signer_spki_der)
+                .unwrap()
+                .verify_strict(signed, &ed25519_dalek::Signature::from_slice(sig).unwrap())
+                .expect("Ed25519 verifies");
+        } else {
+            panic!("unexpected signature algorithm {oid}");
+        }
+    }
+
+    /// Parses a certificate and checks its signature against the issuer's
+    /// public key.
+    fn verified(cert_der: &[u8], issuer_spki_der: &[u8]) -> Certificate {
+        let cert = Certificate::from_der(cert_der).expect("certificate parses");
+        assert_eq!(cert.to_der().unwrap(), cert_der, "DER round trip");
+        assert_eq!(cert.signature_algorithm, cert.tbs_certificate.signature);
+        assert_eq!(cert.tbs_certificate.version, Version::V3);
+        verify_signature(
+            &cert.tbs_certificate.to_der().unwrap(),
+            &cert.signature_algorithm,
+            cert.signature.as_bytes().expect("whole bytes"),
+            issuer_spki_der,
+        );
+        cert
+    }
+
+    fn expected_signature_oid(alg: AlgorithmId) -> ObjectIdentifier {
+        match alg {
+            AlgorithmId::EccP256 => OID_ECDSA_SHA256,
+            AlgorithmId::EccP384 => OID_ECDSA_SHA384,
+            AlgorithmId::Ed25519 => OID_ED25519,
+            _ => OID_SHA256_RSA,
+        }
+    }
+
+    fn extension_value(cert: &Certificate, oid: ObjectIdentifier) -> Vec<u8> {
+        let ext = cert
+            .tbs_certificate
+            .extensions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.extn_id == oid)
+            .unwrap_or_else(|| panic!("extension {oid}"));
+        assert!(!ext.critical, "{oid} is not critical");
+        ext.extn_value.as_bytes().to_vec()
+    }
+
+    fn duration(cert: &Certificate) -> Duration {
+        let v = &cert.tbs_certificate.validity;
+        v.not_after
+            .to_system_time()
+            .duration_since(v.not_before.to_system_time())
+            .unwrap()
+    }
+
     #[test]
     fn self_signed_for_every_signing_key() {
-        for alg in [
-            AlgorithmId::Rsa1024,
-            AlgorithmId::EccP256,
-            AlgorithmId::EccP384,
-            AlgorithmId::Ed25519,
-        ] {
+        for alg in SIGNING {
             let key = KeyMaterial::generate(alg).unwrap();
+            let spki = key.public_key_spki_der();
             let der = self_signed(&key, &req("CN=Test,O=Example")).unwrap();
-            let cert = Certificate::from_der(&der).unwrap();
-            assert_eq!(
-                cert.tbs_certificate.subject.to_string(),
-                "CN=Test,O=Example"
-            );
-            assert_eq!(
-                cert.tbs_certificate.serial_number.as_bytes(),
-                &[0, 0x80, 1],
-                "serial made positive"
-            );
-            assert_eq!(
-                cert.tbs_certificate
-                    .subject_public_key_info
-                    .to_der()
-                    .unwrap(),
-                key.public_key_spki_der()
-            );
+            let cert = verified(&der, &spki);
+            assert_eq!(cert.signature_algorithm.oid, expected_signature_oid(alg));
+            let tbs = &cert.tbs_certificate;
+            assert_eq!(tbs.subject.to_string(), "CN=Test,O=Example");
+            assert_eq!(tbs.issuer, tbs.subject);
+            assert_eq!(tbs.serial_number.as_bytes(), &[0, 0x80, 1], "made positive");
+            assert_eq!(tbs.subject_public_key_info.to_der().unwrap(), spki);
+            assert_eq!(tbs.extensions, None);
+            assert_eq!(duration(&cert), Duration::from_secs(30 * 86_400));
         }
         let x = KeyMaterial::generate(AlgorithmId::X25519).unwrap();
         assert!(matches!(
@@ -469,47 +552,248 @@ mod tests {
             Err(CertError::CannotSign)
         ));
         let k = KeyMaterial::generate(AlgorithmId::EccP256).unwrap();
+        let err = self_signed(&k, &req("not a name")).unwrap_err();
+        assert!(matches!(err, CertError::BadName(..)));
+        assert!(err.to_string().contains("not a name"), "{err}");
+    }
+
+    #[test]
+    fn extensions_and_validity_are_carried() {
+        let key = KeyMaterial::generate(AlgorithmId::EccP256).unwrap();
+        let not_before = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let request = CertRequest {
+            subject: "CN=Alice,O=Example,C=SE",
+            serial: &[0x12, 0x34],
+            not_before,
+            days: 365 * 40,
+            extensions: smart_card_logon_extensions("alice@example.test").unwrap(),
+        };
+        let cert = verified(
+            &self_signed(&key, &request).unwrap(),
+            &key.public_key_spki_der(),
+        );
+        let v = &cert.tbs_certificate.validity;
+        assert_eq!(v.not_before.to_system_time(), not_before);
+        assert!(matches!(v.not_before, Time::UtcTime(_)));
+        assert!(
+            matches!(v.not_after, Time::GeneralTime(_)),
+            "after 2049: GeneralizedTime"
+        );
+        assert_eq!(duration(&cert), Duration::from_secs(365 * 40 * 86_400));
+        assert_eq!(cert.tbs_certificate.extensions.unwrap(), request.extensions);
+    }
+
+    #[test]
+    fn serial_numbers_are_positive_and_short() {
+        let cases: [(&[u8], &[u8]); 6] = [
+            (&[0x80, 1], &[0, 0x80, 1]),
+            (&[0, 0, 5], &[5]),
+            (&[0x7F, 0xFF], &[0x7F, 0xFF]),
+            (&[], &[1]),
+            (&[0, 0], &[1]),
+            (&[0, 0xC0], &[0, 0xC0]),
+        ];
+        for (input, want) in cases {
+            assert_eq!(serial(input).unwrap().as_bytes(), want, "{input:02x?}");
+        }
+        let twenty = [0xFFu8; 20];
+        let s = serial(&twenty).unwrap();
+        assert_eq!(s.as_bytes().len(), 20);
+        assert_eq!(s.as_bytes()[0], 0x7F);
+        assert!(matches!(serial(&[0x11; 21]), Err(CertError::Field(_))));
+        let mut padded = vec![0u8; 5];
+        padded.extend_from_slice(&[0x11; 20]);
+        assert_eq!(serial(&padded).unwrap().as_bytes(), &[0x11; 20]);
+        for _ in 0..100 {
+            let r = random_serial();
+            assert!(r[0] != 0 && r[0] & 0x80 == 0);
+            assert_eq!(serial(&r).unwrap().as_bytes(), r);
+        }
+    }
+
+    #[test]
+    fn issue_signs_with_the_issuer_key() {
+        let ca_key = KeyMaterial::generate(AlgorithmId::EccP384).unwrap();
+        let ca_req = CertRequest {
+            extensions: vec![basic_constraints(true).unwrap()],
+            ..req("CN=Test CA")
+        };
+        let ca = self_signed(&ca_key, &ca_req).unwrap();
+        let ca_cert = Certificate::from_der(&ca).unwrap();
+        for alg in [
+            AlgorithmId::Rsa1024,
+            AlgorithmId::EccP256,
+            AlgorithmId::Ed25519,
+            AlgorithmId::X25519,
+        ] {
+            let leaf_key = KeyMaterial::generate(alg).unwrap();
+            let leaf_spki = leaf_key.public_key_spki_der();
+            let der = issue(&ca_key, &ca, &leaf_spki, &req("CN=Leaf")).unwrap();
+            let cert = verified(&der, &ca_key.public_key_spki_der());
+            assert_eq!(cert.signature_algorithm.oid, OID_ECDSA_SHA384);
+            assert_eq!(cert.tbs_certificate.issuer, ca_cert.tbs_certificate.subject);
+            assert_eq!(cert.tbs_certificate.subject.to_string(), "CN=Leaf");
+            assert_eq!(
+                cert.tbs_certificate
+                    .subject_public_key_info
+                    .to_der()
+                    .unwrap(),
+                leaf_spki
+            );
+        }
+        let spki = ca_key.public_key_spki_der();
         assert!(matches!(
-            self_signed(&k, &req("not a name")),
-            Err(CertError::BadName(..))
+            issue(&ca_key, b"junk", &spki, &req("CN=Leaf")),
+            Err(CertError::BadIssuer(_))
         ));
+        assert!(issue(&ca_key, &ca, b"junk", &req("CN=Leaf")).is_err());
+        let x = KeyMaterial::generate(AlgorithmId::X25519).unwrap();
+        assert!(matches!(
+            issue(&x, &ca, &spki, &req("CN=Leaf")),
+            Err(CertError::CannotSign)
+        ));
+    }
+
+    #[test]
+    fn certificate_requests_are_self_signed() {
+        use x509_cert::request::CertReq;
+        for alg in SIGNING {
+            let key = KeyMaterial::generate(alg).unwrap();
+            let der = certificate_request(&key, "CN=Request,O=Example").unwrap();
+            let csr = CertReq::from_der(&der).unwrap();
+            assert_eq!(csr.info.subject.to_string(), "CN=Request,O=Example");
+            assert_eq!(
+                csr.info.public_key.to_der().unwrap(),
+                key.public_key_spki_der()
+            );
+            assert_eq!(csr.algorithm.oid, expected_signature_oid(alg));
+            verify_signature(
+                &csr.info.to_der().unwrap(),
+                &csr.algorithm,
+                csr.signature.as_bytes().unwrap(),
+                &key.public_key_spki_der(),
+            );
+        }
+        let x = KeyMaterial::generate(AlgorithmId::X25519).unwrap();
+        assert!(matches!(
+            certificate_request(&x, "CN=x"),
+            Err(CertError::CannotSign)
+        ));
+    }
+
+    #[test]
+    fn attestation_ca_is_a_twenty_year_ca() {
+        for alg in [AlgorithmId::Rsa2048, AlgorithmId::EccP256] {
+            let f9 = KeyMaterial::generate(alg).unwrap();
+            let der = attestation_ca(&f9, 0x8000_0001).unwrap();
+            let cert = verified(&der, &f9.public_key_spki_der());
+            let tbs = &cert.tbs_certificate;
+            assert_eq!(
+                tbs.subject.to_string(),
+                "CN=Virtual PIV Attestation 2147483649,O=virtual-piv"
+            );
+            assert_eq!(tbs.issuer, tbs.subject);
+            assert_eq!(duration(&cert), Duration::from_secs(7305 * 86_400));
+            let serial = tbs.serial_number.as_bytes();
+            assert!(serial.len() == 16 && serial[0] & 0x80 == 0);
+            let exts = tbs.extensions.as_ref().unwrap();
+            let bc = exts
+                .iter()
+                .find(|e| e.extn_id.to_string() == "2.5.29.19")
+                .unwrap();
+            assert!(bc.critical);
+            let bc = BasicConstraints::from_der(bc.extn_value.as_bytes()).unwrap();
+            assert!(bc.ca);
+            let ku = exts
+                .iter()
+                .find(|e| e.extn_id.to_string() == "2.5.29.15")
+                .unwrap();
+            let ku = KeyUsage::from_der(ku.extn_value.as_bytes()).unwrap();
+            assert!(ku.key_cert_sign() && ku.crl_sign());
+        }
+    }
+
+    fn attested(slot: Slot, spki_der: &[u8], serial: u32) -> Attested<'_> {
+        Attested {
+            slot,
+            spki_der,
+            firmware: [5, 7, 1],
+            serial,
+            pin_policy: PinPolicy::Once,
+            touch_policy: TouchPolicy::Always,
+        }
     }
 
     #[test]
     fn attestation_carries_yubico_extensions() {
         let f9 = KeyMaterial::generate(AlgorithmId::EccP256).unwrap();
         let ca = attestation_ca(&f9, 42).unwrap();
-        let key = KeyMaterial::generate(AlgorithmId::EccP256).unwrap();
-        let spki = key.public_key_spki_der();
-        let what = Attested {
-            slot: Slot::AUTHENTICATION,
-            spki_der: &spki,
-            firmware: [5, 7, 1],
-            serial: 42,
-            pin_policy: PinPolicy::Once,
-            touch_policy: TouchPolicy::Always,
-        };
-        let der = attestation(&f9, &ca, &what).unwrap();
-        let cert = Certificate::from_der(&der).unwrap();
         let issuer = Certificate::from_der(&ca).unwrap();
-        assert_eq!(cert.tbs_certificate.issuer, issuer.tbs_certificate.subject);
+        let key = KeyMaterial::generate(AlgorithmId::EccP384).unwrap();
+        let spki = key.public_key_spki_der();
+        let der = attestation(&f9, &ca, &attested(Slot::AUTHENTICATION, &spki, 42)).unwrap();
+        let cert = verified(&der, &f9.public_key_spki_der());
+        let tbs = &cert.tbs_certificate;
+        assert_eq!(tbs.issuer, issuer.tbs_certificate.subject);
+        assert_eq!(tbs.subject.to_string(), "CN=YubiKey PIV Attestation 9a");
+        assert_eq!(tbs.validity, issuer.tbs_certificate.validity);
+        assert_eq!(tbs.subject_public_key_info.to_der().unwrap(), spki);
+        let serial = tbs.serial_number.as_bytes();
+        assert!(serial.len() == 16 && serial[0] & 0x80 == 0 && serial[0] != 0);
+        assert_eq!(tbs.extensions.as_ref().unwrap().len(), 4);
+        assert_eq!(extension_value(&cert, OID_YUBICO_FIRMWARE), [5, 7, 1]);
+        assert_eq!(extension_value(&cert, OID_YUBICO_SERIAL), [0x02, 0x01, 42]);
+        assert_eq!(extension_value(&cert, OID_YUBICO_POLICY), [2, 2]);
+        assert_eq!(extension_value(&cert, OID_YUBICO_FORM_FACTOR), [1]);
+
+        // A serial with the high bit set stays a positive INTEGER; retired
+        // slots are named in lowercase hex too.
+        let slot = Slot::new(0x8A).unwrap();
+        let der = attestation(&f9, &ca, &attested(slot, &spki, 0x8000_0000)).unwrap();
+        let cert = verified(&der, &f9.public_key_spki_der());
         assert_eq!(
             cert.tbs_certificate.subject.to_string(),
-            "CN=YubiKey PIV Attestation 9A"
+            "CN=YubiKey PIV Attestation 8a"
         );
-        let exts = cert.tbs_certificate.extensions.unwrap();
-        let value = |oid| {
-            exts.iter()
-                .find(|e| e.extn_id == oid)
-                .unwrap()
-                .extn_value
-                .as_bytes()
-                .to_vec()
+        assert_eq!(
+            extension_value(&cert, OID_YUBICO_SERIAL),
+            [0x02, 0x05, 0x00, 0x80, 0, 0, 0]
+        );
+        assert_eq!(
+            u32::from_der(&extension_value(&cert, OID_YUBICO_SERIAL)).unwrap(),
+            0x8000_0000
+        );
+
+        // Default policies are resolved: never a 0 byte.
+        for (slot, pin) in [
+            (Slot::SIGNATURE, 3),
+            (Slot::CARD_AUTHENTICATION, 1),
+            (Slot::KEY_MANAGEMENT, 2),
+        ] {
+            let what = Attested {
+                pin_policy: PinPolicy::Default,
+                touch_policy: TouchPolicy::Default,
+                ..attested(slot, &spki, 7)
+            };
+            let cert = Certificate::from_der(&attestation(&f9, &ca, &what).unwrap()).unwrap();
+            assert_eq!(
+                extension_value(&cert, OID_YUBICO_POLICY),
+                [pin, 1],
+                "{slot}"
+            );
+        }
+        let what = Attested {
+            pin_policy: PinPolicy::Never,
+            touch_policy: TouchPolicy::Cached,
+            ..attested(Slot::AUTHENTICATION, &spki, 7)
         };
-        assert_eq!(value(OID_YUBICO_FIRMWARE), vec![5, 7, 1]);
-        assert_eq!(value(OID_YUBICO_SERIAL), vec![0x02, 0x01, 42]);
-        assert_eq!(value(OID_YUBICO_POLICY), vec![2, 2]);
-        assert_eq!(value(OID_YUBICO_FORM_FACTOR), vec![1]);
+        let cert = Certificate::from_der(&attestation(&f9, &ca, &what).unwrap()).unwrap();
+        assert_eq!(extension_value(&cert, OID_YUBICO_POLICY), [1, 3]);
+
+        assert!(matches!(
+            attestation(&f9, b"junk", &attested(Slot::AUTHENTICATION, &spki, 1)),
+            Err(CertError::BadIssuer(_))
+        ));
     }
 
     #[test]
@@ -519,5 +803,118 @@ mod tests {
         assert_eq!(ids, ["2.5.29.19", "2.5.29.15", "2.5.29.37", "2.5.29.17"]);
         let san = exts[3].extn_value.as_bytes();
         assert!(san.windows(18).any(|w| w == b"alice@example.test"));
+        let eku = ExtendedKeyUsage::from_der(exts[2].extn_value.as_bytes()).unwrap();
+        assert_eq!(eku.0, [OID_MS_SMARTCARD_LOGON, OID_CLIENT_AUTH]);
+    }
+
+    // ---- the same certificates checked by the openssl command line ----
+
+    #[test]
+    fn openssl_verifies_attestation_chains() {
+        let dir = Dir::new();
+        let subjects = [
+            AlgorithmId::Rsa1024,
+            AlgorithmId::EccP256,
+            AlgorithmId::Ed25519,
+            AlgorithmId::X25519,
+        ]
+        .map(|alg| KeyMaterial::generate(alg).unwrap());
+        for f9_alg in [
+            AlgorithmId::Rsa2048,
+            AlgorithmId::EccP256,
+            AlgorithmId::EccP384,
+            AlgorithmId::Ed25519,
+        ] {
+            let f9 = KeyMaterial::generate(f9_alg).unwrap();
+            let ca = attestation_ca(&f9, 12345678).unwrap();
+            let ca_path = dir.write("ca.pem", pem("CERTIFICATE", &ca));
+            for key in &subjects {
+                let spki = key.public_key_spki_der();
+                let leaf = attestation(&f9, &ca, &attested(Slot::AUTHENTICATION, &spki, 12345678))
+                    .unwrap();
+                let leaf_path = dir.write("leaf.pem", pem("CERTIFICATE", &leaf));
+                let out = openssl(&["verify", "-CAfile", &ca_path, &leaf_path]);
+                assert!(
+                    String::from_utf8_lossy(&out.stdout).contains(": OK"),
+                    "{f9_alg:?} → {:?}",
+                    key.algorithm()
+                );
+                let text = openssl(&["x509", "-in", &leaf_path, "-noout", "-text"]);
+                let text = String::from_utf8_lossy(&text.stdout);
+                assert!(text.contains("CN = YubiKey PIV Attestation 9a"), "{text}");
+                assert!(
+                    text.contains("CN = Virtual PIV Attestation 12345678"),
+                    "{text}"
+                );
+                for oid in ["3.3", "3.7", "3.8", "3.9"] {
+                    assert!(text.contains(&format!("1.3.6.1.4.1.41482.{oid}")), "{text}");
+                }
+                // openssl's public key is the attested key.
+                let spki_path = dir.path("leaf-spki.der");
+                let pubkey = openssl(&["x509", "-in", &leaf_path, "-noout", "-pubkey"]);
+                let pub_pem = dir.write("leaf-pub.pem", &pubkey.stdout);
+                openssl(&[
+                    "pkey", "-pubin", "-in", &pub_pem, "-outform", "DER", "-out", &spki_path,
+                ]);
+                assert_eq!(dir.read("leaf-spki.der"), spki);
+            }
+            let text = openssl(&["x509", "-in", &ca_path, "-noout", "-text"]);
+            let text = String::from_utf8_lossy(&text.stdout);
+            assert!(text.contains("CA:TRUE"), "{text}");
+        }
+    }
+
+    #[test]
+    fn openssl_verifies_self_signed_and_issued_certificates() {
+        let dir = Dir::new();
+        for alg in [
+            AlgorithmId::Rsa2048,
+            AlgorithmId::EccP256,
+            AlgorithmId::EccP384,
+            AlgorithmId::Ed25519,
+        ] {
+            let key = KeyMaterial::generate(alg).unwrap();
+            // A CA certificate, and a leaf it issues for another key.
+            let ca_req = CertRequest {
+                extensions: vec![
+                    basic_constraints(true).unwrap(),
+                    key_usage(KeyUsages::KeyCertSign | KeyUsages::DigitalSignature).unwrap(),
+                ],
+                ..req("CN=Self CA,O=Example")
+            };
+            let ca = self_signed(&key, &ca_req).unwrap();
+            let ca_path = dir.write("self.pem", pem("CERTIFICATE", &ca));
+            let out = openssl(&["verify", "-CAfile", &ca_path, &ca_path]);
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains(": OK"),
+                "{alg:?}"
+            );
+            let leaf_key = KeyMaterial::generate(AlgorithmId::EccP256).unwrap();
+            let leaf_req = CertRequest {
+                extensions: smart_card_logon_extensions("user@example.test").unwrap(),
+                ..req("CN=User")
+            };
+            let leaf = issue(&key, &ca, &leaf_key.public_key_spki_der(), &leaf_req).unwrap();
+            let leaf_path = dir.write("leaf.pem", pem("CERTIFICATE", &leaf));
+            let out = openssl(&["verify", "-CAfile", &ca_path, &leaf_path]);
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains(": OK"),
+                "{alg:?}"
+            );
+            let text = openssl(&["x509", "-in", &leaf_path, "-noout", "-text"]);
+            let text = String::from_utf8_lossy(&text.stdout);
+            assert!(text.contains("Microsoft Smartcard Login"), "{text}");
+            assert!(text.contains("Serial Number: 32769 (0x8001)"), "{text}");
+            // The PKCS#10 request verifies too.
+            let csr = certificate_request(&key, "CN=Request").unwrap();
+            let csr_path = dir.write("req.pem", pem("CERTIFICATE REQUEST", &csr));
+            let out = openssl(&["req", "-in", &csr_path, "-verify", "-noout"]);
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(said.contains("verify OK"), "{alg:?}: {said}");
+        }
     }
 }

@@ -24,24 +24,69 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
+/// The vreader binary: `$VREADER_BIN`, else vreader built by cargo in the
+/// profile of the running test or bench (so a release bench measures a
+/// release vreader). It is (re)built once per process, as `cargo test -p
+/// e2e` would otherwise run a stale or missing binary: cargo builds other
+/// packages' binaries only for their own tests.
+pub fn vreader_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("VREADER_BIN") {
+            let p = PathBuf::from(p);
+            assert!(p.exists(), "VREADER_BIN={} does not exist", p.display());
+            return p;
+        }
+        build_vreader()
+    })
+    .clone()
 }
 
-/// The vreader binary (`$VREADER_BIN`, else the debug build, which
-/// scripts/test.sh builds before the tests).
-pub fn vreader_bin() -> PathBuf {
-    let p = std::env::var_os("VREADER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("debug").join("vreader"));
+fn build_vreader() -> PathBuf {
+    // Test binaries live in <target>/<profile>/deps, bins in <target>/<profile>.
+    let exe = std::env::current_exe().expect("current exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    let profile = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("debug")
+        .to_string();
+    let target = dir.parent().expect("target dir").to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(root())
+        .args(["build", "--quiet", "-p", "vreader"])
+        .env("CARGO_TARGET_DIR", &target);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run {} to build vreader: {e}",
+            cargo.to_string_lossy()
+        )
+    });
     assert!(
-        p.exists(),
-        "{} is missing: run `cargo build -p vreader` first (scripts/test.sh does)",
-        p.display()
+        out.status.success(),
+        "cargo build -p vreader failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    p
+    let bin = dir.join("vreader");
+    assert!(
+        bin.exists(),
+        "{} is missing after cargo build -p vreader (set VREADER_BIN to the binary)",
+        bin.display()
+    );
+    bin
 }
 
 /// Runs a command, failing the test with its output if it cannot start.
@@ -118,11 +163,17 @@ impl Rig {
     /// Starts `vreader run` with these arguments; output goes to a log in
     /// the test's directory.
     pub fn vreader(&mut self, args: &[&str]) -> usize {
+        self.vreader_with_env(args, &[])
+    }
+
+    /// [`Rig::vreader`] with extra environment variables.
+    pub fn vreader_with_env(&mut self, args: &[&str], env: &[(&str, &Path)]) -> usize {
         let log = File::create(self.path(&format!("vreader-{}.log", self.children.len()))).unwrap();
         let child = Command::new(vreader_bin())
             .arg("run")
             .args(args)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -209,6 +260,19 @@ pub fn wait_for_card(reader: &str, limit: Duration) {
             "no card appeared in {reader} within {limit:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until pcsc-lite reports `reader` empty (pcscd notices a removed
+/// card at its next poll, up to ~0.4 s later).
+pub fn wait_for_no_card(reader: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while card_present(reader) {
+        assert!(
+            Instant::now() < deadline,
+            "the card in {reader} did not go away within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

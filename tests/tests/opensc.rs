@@ -194,3 +194,35 @@ fn piv_tool_admin_authentication() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// A card with YubiKey 5.7's default AES-192 management key: piv-tool
+/// names the algorithm (0A) in the key reference.
+#[test]
+fn piv_tool_admin_authentication_aes192() {
+    let mut rig = Rig::new();
+    let card = rig.path("card.json");
+    make_card(&card, AlgorithmId::Aes192, &[]);
+    rig.insert(&card);
+    let key_file = rig.path_str("admin.key");
+    let piv_tool = |key: &str| {
+        std::fs::write(&key_file, format!("{key}\n")).unwrap();
+        std::process::Command::new("piv-tool")
+            .args(["-r", READER0, "-A", "M:9B:0A"])
+            .env("PIV_EXT_AUTH_KEY", &key_file)
+            .output()
+            .expect("piv-tool (apt-get install opensc)")
+    };
+    let ok = piv_tool("01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:08");
+    assert!(
+        ok.status.success(),
+        "default AES-192 key refused: {}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = piv_tool("01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:10");
+    assert!(
+        !bad.status.success(),
+        "a wrong management key was accepted: {}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

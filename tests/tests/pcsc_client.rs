@@ -48,6 +48,14 @@ fn pcsc_crate_thousand_apdus() {
             "APDU {i}"
         );
     }
+    // At debug level vreader logs every APDU, but never the PIN.
+    let r = transmit(
+        &card,
+        &[
+            0x00, 0x20, 0x00, 0x80, 0x08, b'1', b'2', b'3', b'4', b'5', b'6', 0xFF, 0xFF,
+        ],
+    );
+    assert_eq!(r, [0x90, 0x00]);
     // An extended-length GET DATA of the attestation certificate comes
     // back whole through pcscd.
     let r = transmit(
@@ -58,6 +66,103 @@ fn pcsc_crate_thousand_apdus() {
     );
     assert_eq!(&r[r.len() - 2..], &[0x90, 0x00]);
     assert_eq!(r[0], 0x53);
+    drop(card);
+    rig.stop(0);
+    let log = rig.log(0);
+    assert!(
+        log.matches("APDU 00F80000").count() >= 1000,
+        "each APDU is logged at debug level"
+    );
+    assert!(log.contains("micros="), "the duration is logged");
+    assert!(log.contains("APDU 00200080"), "the VERIFY is logged");
+    for secret in ["313233343536FFFF", "313233343536ffff", "123456"] {
+        assert!(
+            !log.contains(secret),
+            "the PIN leaked into the log: {secret}"
+        );
+    }
+}
+
+#[test]
+fn cards_in_chosen_slots() {
+    let mut rig = Rig::new();
+    let (a, b) = (rig.path("a.json"), rig.path("b.json"));
+    make_card(&a, AlgorithmId::Aes192, &[]);
+    make_card(&b, AlgorithmId::Aes192, &[]);
+    let serial = |p: &std::path::Path| piv_applet::store::load(p).unwrap().identity.serial;
+    rig.vreader(&[
+        "--card",
+        &format!("{}@1", a.display()),
+        "--card",
+        &format!("{}@0", b.display()),
+    ]);
+    wait_for_card(READER0, Duration::from_secs(10));
+    wait_for_card(READER1, Duration::from_secs(10));
+    for (reader, file) in [(READER0, &b), (READER1, &a)] {
+        let r = transmit(&connect(reader), &GET_SERIAL);
+        assert_eq!(
+            r,
+            [&serial(file).to_be_bytes()[..], &[0x90, 0x00]].concat(),
+            "{reader}"
+        );
+    }
+}
+
+#[test]
+fn default_card_is_created_on_first_run() {
+    let mut rig = Rig::new();
+    let data = rig.path("xdg-data");
+    rig.vreader_with_env(&[], &[("XDG_DATA_HOME", &data)]);
+    wait_for_card(READER0, Duration::from_secs(30));
+    let file = data.join("virtual-piv").join("card.json");
+    assert!(file.exists(), "{} was not created", file.display());
+    // OpenSC shows the demo key and its certificate at once.
+    let out = e2e::run_ok("pkcs15-tool", &["--reader", "0", "-D"]);
+    assert!(
+        out.contains("X.509 Certificate [Certificate for PIV Authentication]")
+            && out.contains("Private RSA Key [PIV AUTH key]"),
+        "{out}"
+    );
+    assert!(rig.stop(0).success());
+    e2e::wait_for_no_card(READER0, Duration::from_secs(5));
+    // A second run reuses the same card (same serial).
+    let serial = piv_applet::store::load(&file).unwrap().identity.serial;
+    rig.vreader_with_env(&[], &[("XDG_DATA_HOME", &data)]);
+    wait_for_card(READER0, Duration::from_secs(10));
+    let r = transmit(&connect(READER0), &GET_SERIAL);
+    assert_eq!(r, [&serial.to_be_bytes()[..], &[0x90, 0x00]].concat());
+    assert!(rig.stop(1).success());
+    // `vreader status` tells what the card holds, never a secret.
+    let status = e2e::run_ok(
+        &e2e::vreader_bin().to_string_lossy(),
+        &["status", &file.to_string_lossy()],
+    );
+    assert!(
+        status.contains(&format!("serial:          {serial}")),
+        "{status}"
+    );
+    assert!(status.contains("slot 9A:         RSA2048 key"), "{status}");
+    assert!(status.contains("certificate"), "{status}");
+    assert!(status.contains("(default PIN)"), "{status}");
+    let json = std::fs::read_to_string(&file).unwrap();
+    let secrets: Vec<String> = json
+        .split('"')
+        .filter(|s| s.len() >= 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|s| s.to_ascii_uppercase())
+        .collect();
+    for line in status
+        .lines()
+        .filter(|l| !l.starts_with("ATR") && !l.starts_with("CHUID"))
+    {
+        let upper = line.to_ascii_uppercase();
+        for s in &secrets {
+            assert!(
+                !upper.contains(s.as_str()),
+                "status shows file data: {line}"
+            );
+        }
+    }
+    assert!(!status.contains("010203040506070801020304"), "{status}");
 }
 
 #[test]

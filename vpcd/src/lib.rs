@@ -158,6 +158,30 @@ pub fn read_frame(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(payload))
 }
 
+/// What a reader sent, owned: the card side's unit of work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    Control(Control),
+    Apdu(Vec<u8>),
+}
+
+/// The card side: reads the reader's next message. `Ok(None)` when the
+/// reader closed the connection; an empty frame (never sent by vpcd) is an
+/// `InvalidData` error.
+pub fn read_message(stream: &mut TcpStream) -> io::Result<Option<Message>> {
+    let Some(payload) = read_frame(stream)? else {
+        return Ok(None);
+    };
+    match Request::parse(&payload) {
+        Some(Request::Control(c)) => Ok(Some(Message::Control(c))),
+        Some(Request::Apdu(_)) => Ok(Some(Message::Apdu(payload))),
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "empty vpcd frame",
+        )),
+    }
+}
+
 /// Writes one frame with a single write.
 pub fn write_frame(stream: &mut TcpStream, payload: &[u8]) -> Result<(), FrameError> {
     stream.write_all(&encode_frame(payload)?)?;
@@ -278,10 +302,46 @@ mod tests {
             vec![0xFD, 0x90, 0x00]
         );
         r.control(Control::PowerOff).unwrap();
+        assert!(
+            r.transmit(&[0]).is_err(),
+            "a 1-byte APDU would be a control"
+        );
         drop(r);
         assert_eq!(
             card.join().unwrap(),
             vec![Control::PowerOn, Control::PowerOff]
         );
+    }
+
+    #[test]
+    fn card_side_reads_messages() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            // Frames split across writes, then a truncated one.
+            s.write_all(&[0x00]).unwrap();
+            s.flush().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            s.write_all(&[0x01, 0x01, 0x00, 0x04, 0x00, 0xFD, 0x00, 0x00])
+                .unwrap();
+            s.write_all(&[0x00, 0x00]).unwrap();
+        });
+        let (mut card, _) = listener.accept().unwrap();
+        tune(&card).unwrap();
+        assert_eq!(
+            read_message(&mut card).unwrap(),
+            Some(Message::Control(Control::PowerOn))
+        );
+        assert_eq!(
+            read_message(&mut card).unwrap(),
+            Some(Message::Apdu(vec![0x00, 0xFD, 0x00, 0x00]))
+        );
+        assert_eq!(
+            read_message(&mut card).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        reader.join().unwrap();
+        assert_eq!(read_message(&mut card).unwrap(), None);
     }
 }

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use piv_applet::enums::Ins;
 use piv_applet::{Card, Redactor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,12 +21,21 @@ use vpcd::{Control, Request};
 pub type SharedCard = Arc<Mutex<Card>>;
 
 /// Where a card plugs in.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
     /// Dial a vpcd reader slot (pcscd), redialling forever.
     Connect(String),
     /// Wait for a reader to dial us.
     Listen(SocketAddr),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Connect(a) => write!(f, "connect {a}"),
+            Endpoint::Listen(a) => write!(f, "listen {a}"),
+        }
+    }
 }
 
 /// Limits that keep one misbehaving peer from holding a card forever.
@@ -62,22 +72,30 @@ fn lock(card: &SharedCard) -> std::sync::MutexGuard<'_, Card> {
     card.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-async fn read_exact_timed(
-    stream: &mut TcpStream,
-    buf: &mut [u8],
-    limit: Duration,
-) -> io::Result<()> {
-    vpcd::quickack(stream);
-    match tokio::time::timeout(limit, stream.read_exact(buf)).await {
-        Ok(r) => r.map(|_| ()),
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "peer sent half a frame and stopped",
-        )),
-    }
+/// Whether an APDU may take long: key generation, private-key operations
+/// and anything that writes the card file (fsync). Those run in
+/// `block_in_place` so other cards' sockets stay served meanwhile; the
+/// read-only commands (most of any session) run inline, which saves a
+/// thread hand-off per APDU.
+fn may_block(apdu: &[u8]) -> bool {
+    !matches!(
+        apdu.get(1).copied().map(Ins::from),
+        Some(
+            Ins::Select
+                | Ins::GetData
+                | Ins::GetResponse
+                | Ins::GetVersion
+                | Ins::GetSerial
+                | Ins::GetMetadata
+        )
+    )
 }
 
 /// Runs one vpcd connection until the peer leaves or we shut down.
+///
+/// Bytes are read into a frame decoder rather than frame by frame: vpcd
+/// sends length and payload separately and pipelines control bytes
+/// (`00 01 04`), so one read often brings several frames.
 async fn session(
     mut stream: TcpStream,
     card: &SharedCard,
@@ -87,67 +105,114 @@ async fn session(
 ) -> io::Result<End> {
     stream.set_nodelay(true)?;
     let mut redactor = Redactor::default();
+    let mut decoder = vpcd::FrameDecoder::default();
+    let mut buf = vec![0u8; 4096];
+    // When the frame in progress must be complete.
+    let mut frame_deadline: Option<tokio::time::Instant> = None;
     loop {
-        let mut first = [0u8; 1];
-        vpcd::quickack(&stream);
-        let idle = async {
-            match limits.idle_timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending().await,
+        let mut answered = false;
+        while let Some(payload) = decoder.next_frame() {
+            answered = true;
+            if let Some(reply) = answer(&payload, card, label, &mut redactor)? {
+                stream.write_all(&reply).await?;
             }
-        };
-        tokio::select! {
-            r = stream.read(&mut first) => {
-                if r? == 0 {
-                    return Ok(End::Closed);
-                }
-            }
-            _ = shutdown.changed() => return Ok(End::Shutdown),
-            _ = idle => return Err(io::Error::new(io::ErrorKind::TimedOut, "peer idle too long")),
         }
-        let mut second = [0u8; 1];
-        read_exact_timed(&mut stream, &mut second, limits.frame_timeout).await?;
-        let len = usize::from(u16::from_be_bytes([first[0], second[0]]));
-        let mut payload = vec![0u8; len];
-        read_exact_timed(&mut stream, &mut payload, limits.frame_timeout).await?;
-        let reply = match Request::parse(&payload) {
-            None => return Err(io::Error::new(io::ErrorKind::InvalidData, "empty frame")),
-            Some(Request::Control(c)) => {
-                debug!(card = label, "control {c:?}");
-                match c {
-                    Control::PowerOn => lock(card).power_on(),
-                    Control::PowerOff => lock(card).power_off(),
-                    Control::Reset => lock(card).reset(),
-                    Control::GetAtr => {
-                        let atr = lock(card).atr();
-                        stream
-                            .write_all(&vpcd::encode_frame(&atr).expect("ATR fits"))
-                            .await?;
+        // A frame must arrive whole within frame_timeout of its first byte.
+        if answered || decoder.pending() == 0 {
+            frame_deadline = None;
+        }
+        if decoder.pending() > 0 && frame_deadline.is_none() {
+            frame_deadline = Some(tokio::time::Instant::now() + limits.frame_timeout);
+        }
+        vpcd::quickack(&stream);
+        // Fast path: the rest of a frame has usually arrived already.
+        let n = match stream.try_read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let limit = async {
+                    match (frame_deadline, limits.idle_timeout) {
+                        (Some(d), _) => tokio::time::sleep_until(d).await,
+                        (None, Some(t)) => tokio::time::sleep(t).await,
+                        (None, None) => std::future::pending().await,
                     }
-                    Control::Unknown(b) => {
-                        warn!(card = label, "unknown vpcd control byte {b:#04x} ignored")
+                };
+                tokio::select! {
+                    r = stream.read(&mut buf) => r?,
+                    _ = shutdown.changed() => return Ok(End::Shutdown),
+                    _ = limit => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            if frame_deadline.is_some() {
+                                "peer sent part of a frame and stopped"
+                            } else {
+                                "peer idle too long"
+                            },
+                        ))
                     }
                 }
-                continue;
             }
-            Some(Request::Apdu(apdu)) => {
-                let start = Instant::now();
-                let resp = tokio::task::block_in_place(|| lock(card).process(apdu));
-                if tracing::enabled!(tracing::Level::DEBUG) {
-                    let (c, r) = (redactor.command(apdu), redactor.response(&resp));
-                    debug!(
-                        card = label,
-                        micros = start.elapsed().as_micros() as u64,
-                        "APDU {c} -> {r}"
-                    );
-                }
-                resp
-            }
+            Err(e) => return Err(e),
         };
-        stream
-            .write_all(&vpcd::encode_frame(&reply).map_err(io::Error::other)?)
-            .await?;
+        if n == 0 {
+            return if decoder.pending() == 0 {
+                Ok(End::Closed)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed the connection inside a frame",
+                ))
+            };
+        }
+        decoder.push(&buf[..n]);
     }
+}
+
+/// The card's answer to one frame, framed; `None` for the control bytes
+/// that get no answer.
+fn answer(
+    payload: &[u8],
+    card: &SharedCard,
+    label: &str,
+    redactor: &mut Redactor,
+) -> io::Result<Option<Vec<u8>>> {
+    let reply = match Request::parse(payload) {
+        None => return Err(io::Error::new(io::ErrorKind::InvalidData, "empty frame")),
+        Some(Request::Control(c)) => {
+            debug!(card = label, "control {c:?}");
+            match c {
+                Control::PowerOn => lock(card).power_on(),
+                Control::PowerOff => lock(card).power_off(),
+                Control::Reset => lock(card).reset(),
+                Control::GetAtr => return frame(&lock(card).atr()).map(Some),
+                Control::Unknown(b) => {
+                    warn!(card = label, "unknown vpcd control byte {b:#04x} ignored")
+                }
+            }
+            return Ok(None);
+        }
+        Some(Request::Apdu(apdu)) => {
+            let start = Instant::now();
+            let resp = if may_block(apdu) {
+                tokio::task::block_in_place(|| lock(card).process(apdu))
+            } else {
+                lock(card).process(apdu)
+            };
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let (c, r) = (redactor.command(apdu), redactor.response(&resp));
+                debug!(
+                    card = label,
+                    micros = start.elapsed().as_micros() as u64,
+                    "APDU {c} -> {r}"
+                );
+            }
+            resp
+        }
+    };
+    frame(&reply).map(Some)
+}
+
+fn frame(payload: &[u8]) -> io::Result<Vec<u8>> {
+    vpcd::encode_frame(payload).map_err(io::Error::other)
 }
 
 /// Dials `addr` until shutdown, serving the card on every connection.
@@ -233,5 +298,61 @@ pub async fn run_listen(
         }
         // A new reader starts from a powered-off card, like a reinsertion.
         lock(&card).reset();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use piv_applet::CardOptions;
+
+    const GET_SERIAL: [u8; 5] = [0x00, 0xF8, 0x00, 0x00, 0x00];
+
+    async fn listening_card(serial: u32, limits: Limits) -> (SocketAddr, watch::Sender<bool>) {
+        let opts = CardOptions {
+            serial: Some(serial),
+            ..CardOptions::default()
+        };
+        let card = Arc::new(Mutex::new(Card::ephemeral(&opts).unwrap()));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(run_listen(card, listener, serial.to_string(), limits, rx));
+        (addr, tx)
+    }
+
+    /// A blocking vpcd reader, as the winscard shim's remote backend is.
+    fn serial_via_reader(addr: SocketAddr) -> Vec<u8> {
+        let mut r = vpcd::ReaderConnection::connect(addr).unwrap();
+        r.set_timeout(Some(Duration::from_secs(5))).unwrap();
+        r.control(Control::PowerOn).unwrap();
+        assert_eq!(r.atr().unwrap(), piv_applet::state::YUBIKEY5_ATR.to_vec());
+        r.transmit(&GET_SERIAL).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stuck_reader_never_holds_up_another_card() {
+        let limits = Limits {
+            frame_timeout: Duration::from_millis(300),
+            idle_timeout: None,
+        };
+        let (a, _stop_a) = listening_card(11, limits).await;
+        let (b, stop_b) = listening_card(22, limits).await;
+        // A reader that sends half a frame and stalls on card A.
+        let mut stuck = std::net::TcpStream::connect(a).unwrap();
+        std::io::Write::write_all(&mut stuck, &[0x00, 0x05, 0x00]).unwrap();
+        // Card B answers meanwhile, and card A once the stuck peer is dropped.
+        let b_reply = tokio::task::spawn_blocking(move || serial_via_reader(b))
+            .await
+            .unwrap();
+        assert_eq!(b_reply, [0, 0, 0, 22, 0x90, 0x00]);
+        let a_reply = tokio::task::spawn_blocking(move || serial_via_reader(a))
+            .await
+            .unwrap();
+        assert_eq!(a_reply, [0, 0, 0, 11, 0x90, 0x00]);
+        // Shutdown closes the listener: card B is gone.
+        stop_b.send(true).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(std::net::TcpStream::connect(b).is_err());
     }
 }

@@ -9,3 +9,4 @@ pub mod credentials;
 pub mod host;
 pub mod paths;
 pub mod provision;
+pub mod slots;

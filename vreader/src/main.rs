@@ -12,7 +12,7 @@ use piv_applet::{AlgorithmId, Card, CardOptions, PinPolicy, Slot, TouchMode, Tou
 use tokio::sync::watch;
 use tracing::{error, info};
 use vreader::host::{self, Endpoint, Limits};
-use vreader::{credentials, paths, provision};
+use vreader::{credentials, paths, provision, slots};
 
 #[derive(Parser)]
 #[command(
@@ -47,22 +47,26 @@ enum Command {
     /// Without --card, uses the default card (created on first run with an
     /// RSA-2048 key and a self-signed certificate in slot 9A).
     Run {
-        /// Card file; repeat for several cards. `FILE@HOST:PORT` gives the
-        /// card its own endpoint.
-        #[arg(long = "card", value_name = "FILE[@HOST:PORT]")]
+        /// Card file; repeat for several cards. `FILE@N` puts the card in
+        /// slot N, `FILE@HOST:PORT` at that address; other cards take the
+        /// next free slots.
+        #[arg(long = "card", value_name = "FILE[@N|@HOST:PORT]")]
         cards: Vec<String>,
-        /// vpcd reader slot of the first card (port 35963 + N); later cards
-        /// take the following slots.
+        /// Slot of the first card: vpcd port 35963 + N (or the --connect /
+        /// --listen port + N).
         #[arg(long, default_value_t = 0)]
         slot: u16,
-        /// Dial this vpcd address instead of 127.0.0.1:35963+slot.
+        /// Dial vpcd at this address instead of 127.0.0.1:35963 (later
+        /// cards use the following ports).
         #[arg(long, value_name = "HOST:PORT", conflicts_with = "listen")]
         connect: Option<String>,
         /// Wait for readers on this address instead of dialling (later
-        /// cards use the following ports).
+        /// cards use the following ports). Loopback only, unless
+        /// --allow-remote.
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<SocketAddr>,
-        /// Allow --listen on an address other than loopback.
+        /// Allow --listen on an address other than loopback: anyone who can
+        /// reach it can use the card (PIN tries, signatures).
         #[arg(long)]
         allow_remote: bool,
         /// Drop a listen-mode reader that stays silent this many seconds
@@ -284,11 +288,22 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes would garble log files and journald.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match real_main(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vreader: {e:#}");
+            // Errors that already quote their cause (the card store's do)
+            // would otherwise print it twice.
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let cause = cause.to_string();
+                if !msg.contains(&cause) {
+                    msg = format!("{msg}: {cause}");
+                }
+            }
+            eprintln!("vreader: {msg}");
             ExitCode::FAILURE
         }
     }
@@ -496,12 +511,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             idle_timeout,
             touch,
         } => {
-            if let Some(addr) = listen {
-                if !addr.ip().is_loopback() && !allow_remote {
-                    bail!("--listen {addr} is not a loopback address; add --allow-remote to accept readers from the network");
-                }
-            }
-            let mut opened = Vec::new();
+            let base = match (listen, &connect) {
+                (Some(addr), _) => slots::Base::Listen(addr),
+                (None, Some(c)) => slots::Base::connect(c).map_err(anyhow::Error::msg)?,
+                (None, None) => slots::Base::local_vpcd(),
+            };
             let specs = if cards.is_empty() {
                 let path = paths::default_card_path();
                 if !path.exists() {
@@ -516,30 +530,18 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             } else {
                 cards
             };
-            for (i, spec) in specs.iter().enumerate() {
-                let (file, explicit) = match spec.rsplit_once('@') {
-                    Some((f, ep)) if ep.contains(':') => (f.to_string(), Some(ep.to_string())),
-                    _ => (spec.clone(), None),
-                };
-                let offset = u16::try_from(i).context("too many cards")?;
-                let endpoint = match (&explicit, listen, &connect) {
-                    (Some(ep), Some(_), _) => Endpoint::Listen(
-                        ep.parse()
-                            .with_context(|| format!("bad listen address {ep}"))?,
-                    ),
-                    (Some(ep), None, _) => Endpoint::Connect(ep.clone()),
-                    (None, Some(addr), _) => {
-                        Endpoint::Listen(SocketAddr::new(addr.ip(), addr.port() + offset))
-                    }
-                    (None, None, Some(c)) if i == 0 => Endpoint::Connect(c.clone()),
-                    (None, None, Some(_)) => {
-                        bail!("with --connect, give every further card its own FILE@HOST:PORT")
-                    }
-                    (None, None, None) => Endpoint::Connect(format!(
-                        "127.0.0.1:{}",
-                        vpcd::DEFAULT_PORT + slot + offset
-                    )),
-                };
+            let placements =
+                slots::place(&specs, &base, slot, allow_remote).map_err(anyhow::Error::msg)?;
+            let mut opened = Vec::new();
+            let mut seen = Vec::new();
+            for slots::Placement { file, endpoint } in placements {
+                // The file lock would report the second use as "another
+                // process"; say what is really wrong.
+                let canonical = std::fs::canonicalize(&file).ok();
+                if canonical.is_some() && seen.contains(&canonical) {
+                    bail!("card file {file} is given twice: one file is one card");
+                }
+                seen.push(canonical);
                 let mut card = Card::open(&file)?;
                 card.set_touch_mode(match touch {
                     Touch::Auto => TouchMode::AutoConfirm,
@@ -551,7 +553,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 idle_timeout: (idle_timeout > 0).then(|| Duration::from_secs(idle_timeout)),
                 ..Limits::default()
             };
+            let workers = std::env::var("VREADER_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
             let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
                 .enable_all()
                 .build()?;
             runtime.block_on(serve(opened, limits))
@@ -581,13 +585,18 @@ async fn serve(
         }
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT: removing cards"),
-        _ = term.recv() => info!("SIGTERM: removing cards"),
-        _ = async { while tasks.join_next().await.is_some() {} } => {
-            error!("all cards stopped");
-        }
-    }
+    // A card task only ends by panicking (a bug): the other cards go on.
+    let signalled = tokio::select! {
+        _ = tokio::signal::ctrl_c() => { info!("SIGINT: removing cards"); true }
+        _ = term.recv() => { info!("SIGTERM: removing cards"); true }
+        _ = async {
+            while let Some(r) = tasks.join_next().await {
+                if let Err(e) = r {
+                    error!("a card stopped: {e}");
+                }
+            }
+        } => false,
+    };
     let _ = stop_tx.send(true);
     // Every change was saved before its answer; closing the sockets is
     // what tells the readers the cards are gone.
@@ -598,6 +607,9 @@ async fn serve(
             next = tasks.join_next() => if next.is_none() { break },
             _ = &mut deadline => break,
         }
+    }
+    if !signalled {
+        bail!("every card stopped (see the errors above)");
     }
     Ok(())
 }

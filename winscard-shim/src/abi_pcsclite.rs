@@ -8,6 +8,7 @@ use std::ffi::{c_char, c_void};
 use pcsc_sys::{DWORD, LONG, SCARDCONTEXT, SCARDHANDLE, SCARD_IO_REQUEST, SCARD_READERSTATE};
 
 use crate::abi_util::{self as u, guard};
+use crate::consts;
 use crate::error::{ScardError, ScardResult};
 use crate::shim::{self, CardState, Control, Disposition, ReaderStateIo, Share};
 
@@ -125,7 +126,8 @@ pub unsafe extern "C" fn SCardListReaderGroups(
 #[no_mangle]
 pub unsafe extern "C" fn SCardFreeMemory(_hContext: SCARDCONTEXT, pvMem: *const c_void) -> LONG {
     run("SCardFreeMemory", || {
-        if u::free(pvMem) {
+        // NULL is a no-op, as pcsc-lite's free(NULL).
+        if pvMem.is_null() || u::free(pvMem) {
             Ok(())
         } else {
             Err(ScardError::InvalidParameter)
@@ -145,7 +147,11 @@ pub unsafe extern "C" fn SCardGetStatusChange(
         if cReaders == 0 {
             return shim.is_valid_context(id(hContext));
         }
-        if rgReaderStates.is_null() {
+        // A count no array can have would be undefined behaviour in
+        // from_raw_parts_mut (an abort in debug builds).
+        if rgReaderStates.is_null()
+            || cReaders as usize > isize::MAX as usize / std::mem::size_of::<SCARD_READERSTATE>()
+        {
             return Err(ScardError::InvalidParameter);
         }
         let rs = std::slice::from_raw_parts_mut(rgReaderStates, cReaders as usize);
@@ -157,6 +163,10 @@ pub unsafe extern "C" fn SCardGetStatusChange(
                 current: r.dwCurrentState as u32,
                 ..Default::default()
             });
+        }
+        // Only ignored entries: nothing to wait for (pcsc-lite answers at once).
+        if io.iter().all(|s| s.current & consts::state::IGNORE != 0) {
+            return shim.is_valid_context(id(hContext));
         }
         let timeout = if dwTimeout as u32 == u32::MAX || dwTimeout > u32::MAX as DWORD {
             u32::MAX
@@ -208,10 +218,13 @@ pub unsafe extern "C" fn SCardReconnect(
     pdwActiveProtocol: *mut DWORD,
 ) -> LONG {
     run("SCardReconnect", || {
+        if pdwActiveProtocol.is_null() {
+            return Err(ScardError::InvalidParameter);
+        }
         let share = Share::from_u32(dwShareMode as u32)?;
         let init = Disposition::from_u32(dwInitialization as u32)?;
         let p = crate::global()?.reconnect(id(hCard), share, dwPreferredProtocols as u32, init)?;
-        u::put(pdwActiveProtocol, p as DWORD);
+        *pdwActiveProtocol = p as DWORD;
         Ok(())
     })
 }
@@ -293,6 +306,11 @@ pub unsafe extern "C" fn SCardTransmit(
         {
             return Err(ScardError::InvalidParameter);
         }
+        // Checked before the slice exists: a length past any APDU (say
+        // (DWORD)-1) would be undefined behaviour in from_raw_parts.
+        if cbSendLength as usize > consts::MAX_APDU {
+            return Err(ScardError::InvalidParameter);
+        }
         let apdu = std::slice::from_raw_parts(pbSendBuffer, cbSendLength as usize);
         let proto = (*pioSendPci).dwProtocol as u32;
         let resp = crate::global()?.transmit(id(hCard), Some(proto), apdu)?;
@@ -317,6 +335,9 @@ pub unsafe extern "C" fn SCardControl(
     run("SCardControl", || {
         let input = if pbSendBuffer.is_null() {
             &[][..]
+        } else if cbSendLength as usize > consts::MAX_APDU {
+            // pcsc-lite's code for a send length past MAX_BUFFER_SIZE_EXTENDED.
+            return Err(ScardError::InsufficientBuffer);
         } else {
             std::slice::from_raw_parts(pbSendBuffer.cast::<u8>(), cbSendLength as usize)
         };
@@ -326,17 +347,14 @@ pub unsafe extern "C" fn SCardControl(
             Control::Other(dwControlCode as u32)
         };
         let out = crate::global()?.control(id(hCard), c, input)?;
-        if lpBytesReturned.is_null() {
-            return Err(ScardError::InvalidParameter);
-        }
+        // lpBytesReturned is optional in pcsc-lite.
+        u::put(lpBytesReturned, out.len() as DWORD);
         if out.len() > cbRecvLength as usize || (pbRecvBuffer.is_null() && !out.is_empty()) {
-            *lpBytesReturned = out.len() as DWORD;
             return Err(ScardError::InsufficientBuffer);
         }
         if !out.is_empty() {
             std::ptr::copy_nonoverlapping(out.as_ptr(), pbRecvBuffer.cast::<u8>(), out.len());
         }
-        *lpBytesReturned = out.len() as DWORD;
         Ok(())
     })
 }
@@ -358,10 +376,13 @@ pub unsafe extern "C" fn SCardGetAttrib(
 pub extern "C" fn SCardSetAttrib(
     hCard: SCARDHANDLE,
     _dwAttrId: DWORD,
-    _pbAttr: *const u8,
-    _cbAttrLen: DWORD,
+    pbAttr: *const u8,
+    cbAttrLen: DWORD,
 ) -> LONG {
     run("SCardSetAttrib", || {
+        if pbAttr.is_null() || cbAttrLen == 0 {
+            return Err(ScardError::InvalidParameter);
+        }
         crate::global()?.status(id(hCard)).map(|_| ())?;
         Err(ScardError::UnsupportedFeature)
     })

@@ -113,6 +113,28 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(5000);
     let mut rig = Rig::new();
+    // pcscd as desktops run it (no -d -a): its per-APDU debug log would
+    // add the same cost to every row and hide differences. Restored on exit.
+    let debug_pcscd = std::env::var_os("BENCH_PCSCD_DEBUG").is_some();
+    struct RestorePcscd(bool);
+    impl Drop for RestorePcscd {
+        fn drop(&mut self) {
+            if self.0 {
+                e2e::pcscd("restart");
+            }
+        }
+    }
+    let _restore = RestorePcscd(!debug_pcscd);
+    if !debug_pcscd {
+        let out = Command::new("bash")
+            .arg(e2e::root().join("scripts/pcscd.sh"))
+            .arg("restart")
+            .env("PCSCD_QUIET", "1")
+            .output()
+            .expect("scripts/pcscd.sh");
+        assert!(out.status.success(), "pcscd restart failed");
+    }
+    let vreader = e2e::vreader_bin();
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s2 = stop.clone();
@@ -132,6 +154,21 @@ fn main() {
     rig.stop(index);
     wait_gone();
 
+    // --quick: only the floor and vreader rows (for tuning).
+    let quick = std::env::args().any(|a| a == "--quick");
+    if quick {
+        println!(
+            "floor p50 {:?} p99 {:?} {:.0}/s; vreader p50 {:?} p99 {:?} {:.0}/s; ratio {:.2}",
+            floor.p50,
+            floor.p99,
+            floor.per_second,
+            ours.p50,
+            ours.p99,
+            ours.per_second,
+            ours.p50.as_secs_f64() / floor.p50.as_secs_f64()
+        );
+        return;
+    }
     let mut startup = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
@@ -163,10 +200,28 @@ fn main() {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_default();
+    let sh = |cmd: &str| {
+        Command::new("sh")
+            .args(["-c", cmd])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
     println!("## vreader round trip (issue 3)\n");
     println!(
-        "Machine: {} cores, {cpu}. pcscd 1.9.9 + vsmartcard-vpcd 0.8, same run, APDU GET VERSION `00 FD 00 00 00` sent with the `pcsc` crate (SCardTransmit), {n} round trips after 20 warm-up ({vicc_n} for vicc).\nCommand: `cargo run --release -p e2e --bin bench_roundtrip -- {n}`.\n",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        "Machine: {} cores (nproc), {cpu}, {}, Linux {}. Date: {}. pcscd {} + vsmartcard-vpcd {}, {}. vreader: {} (release build). All rows in the same run, one after the other, on the same reader (`Virtual PCD 00 00`). APDU: GET VERSION `00 FD 00 00 00` through the `pcsc` crate (SCardTransmit), {n} round trips after 20 warm-up ({vicc_n} for vicc).\n\nCommand: `cargo run --release -p e2e --bin bench_roundtrip -- {n}` (pcscd running; takes the e2e lock).\n",
+        sh("nproc"),
+        sh("awk '/MemTotal/ {printf \"%.0f GB RAM\", $2/1048576}' /proc/meminfo"),
+        sh("uname -r"),
+        sh("date -u '+%Y-%m-%d %H:%M UTC'"),
+        sh("dpkg-query -W -f '${Version}' pcscd"),
+        sh("dpkg-query -W -f '${Version}' vsmartcard-vpcd"),
+        if debug_pcscd {
+            "pcscd -f -d -a (debug and APDU log)"
+        } else {
+            "pcscd -f (no debug log, as desktops run it)"
+        },
+        vreader.display(),
     );
     println!("| card | round trips/s | p50 | p99 |");
     println!("|---|---|---|---|");

@@ -553,7 +553,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 idle_timeout: (idle_timeout > 0).then(|| Duration::from_secs(idle_timeout)),
                 ..Limits::default()
             };
-            let workers = std::env::var("VREADER_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+            let workers = std::env::var("VREADER_WORKERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers)
                 .enable_all()

@@ -40,3 +40,6 @@ if [ -f scripts/test-windows.sh ]; then
   step "Windows shim under Wine"
   bash scripts/test-windows.sh
 fi
+
+step "fuzz targets, briefly (the long runs are in RELIABILITY.md)"
+bash scripts/fuzz-smoke.sh

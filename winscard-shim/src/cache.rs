@@ -74,7 +74,10 @@ pub struct SlotCert {
 pub fn exchange(tx: &mut Transport<'_>, apdu: &[u8]) -> Result<(Vec<u8>, u16), CacheError> {
     let mut data = Vec::new();
     let mut resp = tx(apdu).map_err(CacheError::Transport)?;
-    loop {
+    // A card (or remote peer) that answers 61xx / 6Cxx forever must not
+    // keep the shim looping and growing its buffer: no PIV object needs
+    // more than a few hundred GET RESPONSEs.
+    for _ in 0..MAX_RESPONSE_ROUNDS {
         if resp.len() < 2 {
             return Err(CacheError::Malformed {
                 what: "response".into(),
@@ -97,8 +100,22 @@ pub fn exchange(tx: &mut Transport<'_>, apdu: &[u8]) -> Result<(Vec<u8>, u16), C
             }
             _ => return Ok((data, sw)),
         }
+        if data.len() > MAX_OBJECT_BYTES {
+            break;
+        }
     }
+    Err(CacheError::Malformed {
+        what: "response".into(),
+        detail: format!(
+            "the card kept answering 61xx/6Cxx (more than {MAX_RESPONSE_ROUNDS} rounds or {MAX_OBJECT_BYTES} bytes)"
+        ),
+    })
 }
+
+/// Most GET RESPONSE / Le-correction rounds one exchange may take.
+const MAX_RESPONSE_ROUNDS: usize = 1024;
+/// Largest object (or decompressed certificate) read from a card.
+const MAX_OBJECT_BYTES: usize = 1 << 20;
 
 fn get_data(tx: &mut Transport<'_>, tag: u32) -> Result<Option<Vec<u8>>, CacheError> {
     let t = tag.to_be_bytes();
@@ -165,7 +182,9 @@ pub fn read_card(tx: &mut Transport<'_>) -> Result<CardInfo, CacheError> {
         let compressed = tlv::find(&value, 0x71).is_some_and(|i| i.first() == Some(&1));
         let der = if compressed {
             let mut out = Vec::new();
+            // Bounded: a hostile card must not make the shim inflate a bomb.
             GzDecoder::new(cert)
+                .take(MAX_OBJECT_BYTES as u64)
                 .read_to_end(&mut out)
                 .map_err(|e| CacheError::Malformed {
                     what: format!("gzip certificate in {object_tag:06X}"),
@@ -699,6 +718,17 @@ pub fn dump(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn endless_get_response_chains_are_cut_off() {
+        let mut calls = 0usize;
+        let mut tx = |_: &[u8]| -> Result<Vec<u8>, String> {
+            calls += 1;
+            Ok(vec![0xAA; 200].into_iter().chain([0x61, 0x00]).collect())
+        };
+        assert!(exchange(&mut tx, &[0x00, 0xCB, 0x3F, 0xFF]).is_err());
+        assert!(calls <= MAX_RESPONSE_ROUNDS + 1);
+    }
+
     use super::*;
     use rsa::pkcs8::DecodePublicKey;
     use rsa::traits::PublicKeyParts;

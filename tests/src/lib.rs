@@ -163,17 +163,21 @@ impl Rig {
     /// Starts `vreader run` with these arguments; output goes to a log in
     /// the test's directory.
     pub fn vreader(&mut self, args: &[&str]) -> usize {
-        self.vreader_with_env(args, &[])
+        self.vreader_with_env::<&str>(args, &[])
     }
 
     /// [`Rig::vreader`] with extra environment variables.
-    pub fn vreader_with_env(&mut self, args: &[&str], env: &[(&str, &Path)]) -> usize {
+    pub fn vreader_with_env<V: AsRef<std::ffi::OsStr>>(
+        &mut self,
+        args: &[&str],
+        env: &[(&str, V)],
+    ) -> usize {
         let log = File::create(self.path(&format!("vreader-{}.log", self.children.len()))).unwrap();
         let child = Command::new(vreader_bin())
             .arg("run")
             .args(args)
             .env("RUST_LOG", "debug")
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -1,17 +1,18 @@
 //! Serving one card over vpcd connections.
 //!
-//! A card is owned by its own task; its APDUs are processed strictly in
-//! order. Crypto runs inside `block_in_place`, so an RSA-4096 key
-//! generation on one card does not stall the other cards' sockets.
+//! A card is owned by its own task, which dials or accepts readers; each
+//! connection is served on its own thread, so a card's APDUs run strictly
+//! in order and nothing one card does (an RSA-4096 generation, an fsync, a
+//! stuck peer) holds up another.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use piv_applet::enums::Ins;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use piv_applet::{Card, Redactor};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -41,7 +42,8 @@ impl std::fmt::Display for Endpoint {
 /// Limits that keep one misbehaving peer from holding a card forever.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Time allowed between the first and the last byte of one frame.
+    /// Time allowed between the first and the last byte of one frame, and
+    /// for the peer to take one answer.
     pub frame_timeout: Duration,
     /// Time a listen-mode peer may stay silent before it is dropped;
     /// `None` keeps idle connections (connect mode: pcscd polls anyway).
@@ -72,89 +74,124 @@ fn lock(card: &SharedCard) -> std::sync::MutexGuard<'_, Card> {
     card.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Whether an APDU may take long: key generation, private-key operations
-/// and anything that writes the card file (fsync). Those run in
-/// `block_in_place` so other cards' sockets stay served meanwhile; the
-/// read-only commands (most of any session) run inline, which saves a
-/// thread hand-off per APDU.
-fn may_block(apdu: &[u8]) -> bool {
-    !matches!(
-        apdu.get(1).copied().map(Ins::from),
-        Some(
-            Ins::Select
-                | Ins::GetData
-                | Ins::GetResponse
-                | Ins::GetVersion
-                | Ins::GetSerial
-                | Ins::GetMetadata
-        )
-    )
-}
-
 /// Runs one vpcd connection until the peer leaves or we shut down.
 ///
-/// Bytes are read into a frame decoder rather than frame by frame: vpcd
-/// sends length and payload separately and pipelines control bytes
-/// (`00 01 04`), so one read often brings several frames.
+/// The connection gets its own OS thread with a blocking socket, like the
+/// do-nothing floor card of the benchmark: an async wake-up costs several
+/// µs per APDU, a third of the whole pcscd round trip. It also means a
+/// slow RSA-4096 generation or an fsync on one card never holds up another.
+/// The runtime only watches for shutdown, and then shuts the socket down,
+/// which ends the blocking read.
 async fn session(
-    mut stream: TcpStream,
+    stream: TcpStream,
     card: &SharedCard,
     label: &str,
     limits: Limits,
     shutdown: &mut watch::Receiver<bool>,
 ) -> io::Result<End> {
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    let closer = stream.try_clone()?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut worker = {
+        let (card, label, stopping) = (card.clone(), label.to_string(), stopping.clone());
+        tokio::task::spawn_blocking(move || {
+            blocking_session(stream, &card, &label, limits, &stopping)
+        })
+    };
+    tokio::select! {
+        r = &mut worker => r.map_err(|e| io::Error::other(format!("card session crashed: {e}")))?,
+        _ = shutdown.changed() => {
+            stopping.store(true, Ordering::SeqCst);
+            let _ = closer.shutdown(std::net::Shutdown::Both);
+            let _ = worker.await;
+            Ok(End::Shutdown)
+        }
+    }
+}
+
+/// The blocking loop of [`session`].
+///
+/// Bytes go through a frame decoder rather than being read frame by frame:
+/// vpcd sends length and payload separately and pipelines control bytes
+/// (`00 01 04`), so one read may bring several frames or part of one. The
+/// read timeout is fixed (no setsockopt per APDU); timeouts only matter
+/// when a frame is incomplete for too long or the peer is idle too long.
+fn blocking_session(
+    mut stream: std::net::TcpStream,
+    card: &SharedCard,
+    label: &str,
+    limits: Limits,
+    stopping: &AtomicBool,
+) -> io::Result<End> {
     stream.set_nodelay(true)?;
+    let tick = limits
+        .idle_timeout
+        .map_or(limits.frame_timeout, |i| i.min(limits.frame_timeout))
+        .max(Duration::from_millis(10));
+    stream.set_read_timeout(Some(tick))?;
+    // A peer that stops reading our answers is dropped, not waited for.
+    stream.set_write_timeout(Some(limits.frame_timeout))?;
     let mut redactor = Redactor::default();
     let mut decoder = vpcd::FrameDecoder::default();
     let mut buf = vec![0u8; 4096];
-    // When the frame in progress must be complete.
-    let mut frame_deadline: Option<tokio::time::Instant> = None;
+    // First byte of the frame in progress; last byte from the peer.
+    let mut frame_start: Option<Instant> = None;
+    let mut last_seen = Instant::now();
     loop {
         let mut answered = false;
         while let Some(payload) = decoder.next_frame() {
             answered = true;
             if let Some(reply) = answer(&payload, card, label, &mut redactor)? {
-                stream.write_all(&reply).await?;
+                stream.write_all(&reply)?;
             }
         }
-        // A frame must arrive whole within frame_timeout of its first byte.
         if answered || decoder.pending() == 0 {
-            frame_deadline = None;
+            frame_start = None;
         }
-        if decoder.pending() > 0 && frame_deadline.is_none() {
-            frame_deadline = Some(tokio::time::Instant::now() + limits.frame_timeout);
+        if decoder.pending() > 0 && frame_start.is_none() {
+            frame_start = Some(Instant::now());
         }
         vpcd::quickack(&stream);
-        // Fast path: the rest of a frame has usually arrived already.
-        let n = match stream.try_read(&mut buf) {
+        let n = match stream.read(&mut buf) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let limit = async {
-                    match (frame_deadline, limits.idle_timeout) {
-                        (Some(d), _) => tokio::time::sleep_until(d).await,
-                        (None, Some(t)) => tokio::time::sleep(t).await,
-                        (None, None) => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    r = stream.read(&mut buf) => r?,
-                    _ = shutdown.changed() => return Ok(End::Shutdown),
-                    _ = limit => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            if frame_deadline.is_some() {
-                                "peer sent part of a frame and stopped"
-                            } else {
-                                "peer idle too long"
-                            },
-                        ))
-                    }
-                }
+            Err(e) if stopping.load(Ordering::SeqCst) => {
+                debug!(card = label, "connection closed for shutdown ({e})");
+                return Ok(End::Shutdown);
             }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if frame_start.is_some_and(|t| t.elapsed() >= limits.frame_timeout) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "peer sent half a frame and stopped",
+                    ));
+                }
+                // Idle means between frames; a frame in progress has its
+                // own limit.
+                if frame_start.is_none()
+                    && limits
+                        .idle_timeout
+                        .is_some_and(|i| last_seen.elapsed() >= i)
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "peer idle too long",
+                    ));
+                }
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
         if n == 0 {
-            return if decoder.pending() == 0 {
+            return if stopping.load(Ordering::SeqCst) {
+                Ok(End::Shutdown)
+            } else if decoder.pending() == 0 {
                 Ok(End::Closed)
             } else {
                 Err(io::Error::new(
@@ -163,6 +200,7 @@ async fn session(
                 ))
             };
         }
+        last_seen = Instant::now();
         decoder.push(&buf[..n]);
     }
 }
@@ -192,11 +230,7 @@ fn answer(
         }
         Some(Request::Apdu(apdu)) => {
             let start = Instant::now();
-            let resp = if may_block(apdu) {
-                tokio::task::block_in_place(|| lock(card).process(apdu))
-            } else {
-                lock(card).process(apdu)
-            };
+            let resp = lock(card).process(apdu);
             if tracing::enabled!(tracing::Level::DEBUG) {
                 let (c, r) = (redactor.command(apdu), redactor.response(&resp));
                 debug!(

@@ -553,12 +553,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 idle_timeout: (idle_timeout > 0).then(|| Duration::from_secs(idle_timeout)),
                 ..Limits::default()
             };
-            let workers = std::env::var("VREADER_WORKERS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
+            // Connections are served on blocking threads (see host.rs); the
+            // runtime only dials, accepts and waits for signals.
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(serve(opened, limits))

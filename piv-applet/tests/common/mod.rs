@@ -149,16 +149,19 @@ impl Host {
             .to_vec()
     }
 
-    /// GENERAL AUTHENTICATE sign/decrypt; returns the 82 value.
-    pub fn sign(
+    /// GENERAL AUTHENTICATE with `82 00` and one input TLV (81 challenge
+    /// or 85 exponentiation), sent with command chaining; returns the 82
+    /// value of the answer.
+    fn general_authenticate(
         &mut self,
         slot: u8,
         alg: AlgorithmId,
+        input_tag: u32,
         input: &[u8],
     ) -> Result<Vec<u8>, StatusWord> {
         let mut inner = Vec::new();
         piv_applet::tlv::write(&mut inner, 0x82, &[]);
-        piv_applet::tlv::write(&mut inner, 0x81, input);
+        piv_applet::tlv::write(&mut inner, input_tag, input);
         let r = self.send_chained(
             0x87,
             alg.into(),
@@ -175,29 +178,24 @@ impl Host {
         )
     }
 
+    /// Sign or decrypt; returns the 82 value.
+    pub fn sign(
+        &mut self,
+        slot: u8,
+        alg: AlgorithmId,
+        input: &[u8],
+    ) -> Result<Vec<u8>, StatusWord> {
+        self.general_authenticate(slot, alg, 0x81, input)
+    }
+
+    /// Key agreement with a peer point; returns the shared secret.
     pub fn ecdh(
         &mut self,
         slot: u8,
         alg: AlgorithmId,
         point: &[u8],
     ) -> Result<Vec<u8>, StatusWord> {
-        let mut inner = Vec::new();
-        piv_applet::tlv::write(&mut inner, 0x82, &[]);
-        piv_applet::tlv::write(&mut inner, 0x85, point);
-        let r = self.send(
-            0x87,
-            alg.into(),
-            slot,
-            &piv_applet::tlv::encode(0x7C, &inner),
-        );
-        if r.sw != StatusWord::Success {
-            return Err(r.sw);
-        }
-        Ok(
-            piv_applet::tlv::find(piv_applet::tlv::find(&r.data, 0x7C).unwrap(), 0x82)
-                .unwrap()
-                .to_vec(),
-        )
+        self.general_authenticate(slot, alg, 0x85, point)
     }
 
     pub fn put_data(&mut self, tag: &[u8], value: &[u8]) -> StatusWord {

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(pcscd vsmartcard-vpcd libpcsclite-dev pcsc-tools opensc opensc-pkcs11
   yubico-piv-tool openssh-client openssh-server openssl procps iproute2
   vsmartcard-vpicc python3-pycryptodome
-  gcc libc6-dev pkg-config curl ca-certificates valgrind)
+  gcc libc6-dev pkg-config libssl-dev curl ca-certificates valgrind)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -55,6 +55,15 @@ fn signing(c: &mut Criterion) {
             &input,
             |b, input| b.iter(|| key.sign_or_decrypt(input).unwrap()),
         );
+        // The portable engine beside the default one, for BENCHMARKS.md.
+        if let KeyMaterial::Rsa(k) = &key {
+            println!("RSA engine in use: {}", k.engine_name());
+            g.bench_with_input(
+                BenchmarkId::new("raw RustCrypto engine", format!("{alg:?}")),
+                &input,
+                |b, input| b.iter(|| k.private_op_rustcrypto(input).unwrap()),
+            );
+        }
     }
     // The whole card path for RSA-2048: VERIFY state + GENERAL AUTHENTICATE
     // through APDU parsing, TLV and response chaining.

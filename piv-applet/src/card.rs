@@ -14,6 +14,7 @@ use crate::enums::{
 };
 use crate::keys::KeyMaterial;
 use crate::mgmt::ManagementKey;
+use crate::sealed::{KdfParams, Passphrase, SealingKey};
 use crate::state::{
     is_valid_new_pin, CardState, Identity, KeySlot, PinState, DEFAULT_PIN, DEFAULT_PUK,
     DEFAULT_TRIES, PIN_BLOCK_LEN, YUBIKEY5_ATR,
@@ -199,16 +200,55 @@ impl Card {
 
     /// Creates a new card file; fails if the file exists.
     pub fn create(path: impl AsRef<Path>, opts: &CardOptions) -> Result<Card, CardError> {
+        Card::create_with(path, opts, None)
+    }
+
+    /// As [`Self::create`]; with a passphrase the file is sealed
+    /// (Argon2id + XChaCha20-Poly1305, see [`crate::sealed`]).
+    pub fn create_with(
+        path: impl AsRef<Path>,
+        opts: &CardOptions,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<Card, CardError> {
         let state = Card::new_state(opts)?;
-        let mut store = FileStore::create(path.as_ref())?;
+        let sealing = passphrase
+            .map(|p| SealingKey::new(p, KdfParams::default()))
+            .transpose()?;
+        let mut store = FileStore::create_with(path.as_ref(), sealing)?;
         store.save(&state)?;
         Ok(Card::with_store(state, Box::new(store)))
     }
 
-    /// Opens an existing card file, holding its lock until dropped.
+    /// Opens an existing plain card file, holding its lock until dropped.
     pub fn open(path: impl AsRef<Path>) -> Result<Card, StoreError> {
-        let (store, state) = FileStore::open(path.as_ref())?;
+        Card::open_with(path, None)
+    }
+
+    /// Opens an existing card file, plain or sealed (a sealed one needs its
+    /// passphrase).
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<Card, StoreError> {
+        let (store, state) = FileStore::open_with(path.as_ref(), passphrase)?;
         Ok(Card::with_store(state, Box::new(store)))
+    }
+
+    /// Whether the card file is sealed with a passphrase.
+    pub fn is_sealed(&self) -> bool {
+        self.store.is_sealed()
+    }
+
+    /// Seals the card file with a new passphrase (also to change it), or
+    /// with `None` writes it in clear again. The file is rewritten at once;
+    /// on failure it keeps its old protection.
+    pub fn set_passphrase(
+        &mut self,
+        passphrase: Option<&Passphrase>,
+        params: KdfParams,
+    ) -> Result<(), StoreError> {
+        let sealing = passphrase.map(|p| SealingKey::new(p, params)).transpose()?;
+        self.store.reseal(&self.state, sealing)
     }
 
     /// A card that lives in memory only.

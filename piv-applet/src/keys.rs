@@ -15,6 +15,8 @@ use pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use rand_core::OsRng;
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use rsa::{BigUint, RsaPrivateKey};
+
+use crate::rsa_key::RsaKey;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::enums::AlgorithmId;
@@ -52,7 +54,7 @@ const RSA_EXPONENT: u32 = 65537;
 /// A private key in a slot. Each variant's crate zeroizes it on drop;
 /// Debug shows only the algorithm.
 pub enum KeyMaterial {
-    Rsa(Box<RsaPrivateKey>),
+    Rsa(Box<RsaKey>),
     P256(p256::SecretKey),
     P384(p384::SecretKey),
     Ed25519(Box<ed25519_dalek::SigningKey>),
@@ -123,7 +125,7 @@ impl KeyMaterial {
                         .map_err(|_| KeyError::InvalidKey("RSA generation failed"))?;
                 key.precompute()
                     .map_err(|_| KeyError::InvalidKey("RSA generation failed"))?;
-                KeyMaterial::Rsa(Box::new(key))
+                KeyMaterial::Rsa(Box::new(RsaKey::new(key)))
             }
             AlgorithmId::EccP256 => KeyMaterial::P256(p256::SecretKey::random(&mut OsRng)),
             AlgorithmId::EccP384 => KeyMaterial::P384(p384::SecretKey::random(&mut OsRng)),
@@ -169,7 +171,7 @@ impl KeyMaterial {
         match alg {
             _ if alg.rsa_bits().is_some() => {
                 let bits = alg.rsa_bits().expect("checked");
-                Self::import_rsa(bits, &get).map(|k| KeyMaterial::Rsa(Box::new(k)))
+                Self::import_rsa(bits, &get).map(|k| KeyMaterial::Rsa(Box::new(RsaKey::new(k))))
             }
             AlgorithmId::EccP256 => p256::SecretKey::from_slice(exact(0x06, 32)?)
                 .map(KeyMaterial::P256)
@@ -351,17 +353,11 @@ impl KeyMaterial {
                         "RSA input must be as long as the modulus",
                     ));
                 }
-                let c = BigUint::from_bytes_be(input);
-                if &c >= k.n() {
+                if &BigUint::from_bytes_be(input) >= k.n() {
                     return Err(KeyError::InvalidInput("RSA input is not below the modulus"));
                 }
-                // CRT (the key is precomputed) with blinding, and the result
-                // checked with the public key against fault attacks.
-                let m = Zeroizing::new(
-                    rsa::hazmat::rsa_decrypt_and_check(k.as_ref(), Some(&mut OsRng), &c)
-                        .map_err(|_| KeyError::InvalidInput("RSA operation failed"))?,
-                );
-                Ok(pad_be(&Zeroizing::new(m.to_bytes_be()), size))
+                k.private_op(input)
+                    .map_err(|_| KeyError::InvalidInput("RSA operation failed"))
             }
             KeyMaterial::P256(k) => {
                 let sig: p256::ecdsa::Signature = p256::ecdsa::SigningKey::from(k)
@@ -481,7 +477,7 @@ impl KeyMaterial {
                     "RSA keys must be 1024, 2048, 3072 or 4096 bits with e = 65537",
                 ));
             }
-            Ok(KeyMaterial::Rsa(Box::new(key)))
+            Ok(KeyMaterial::Rsa(Box::new(RsaKey::new(key))))
         } else if oid == OID_EC {
             let curve = info
                 .algorithm
@@ -975,11 +971,12 @@ mod tests {
     fn rsa_without_precomputed_values_still_works() {
         let k = KeyMaterial::generate(AlgorithmId::Rsa1024).unwrap();
         let tlvs = k.to_import_tlvs();
-        let KeyMaterial::Rsa(mut inner) = k else {
+        let KeyMaterial::Rsa(inner) = k else {
             unreachable!()
         };
-        inner.clear_precomputed();
-        let bare = KeyMaterial::Rsa(inner);
+        let mut raw = inner.into_inner();
+        raw.clear_precomputed();
+        let bare = KeyMaterial::Rsa(Box::new(RsaKey::new(raw)));
         assert_eq!(*bare.to_import_tlvs(), *tlvs);
         let sig = bare
             .sign_or_decrypt(&pkcs1_sha256_block(b"m", 128))

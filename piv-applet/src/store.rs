@@ -33,6 +33,7 @@ use zeroize::Zeroizing;
 use crate::enums::{AlgorithmId, KeyOrigin, ObjectId, PinPolicy, Slot, TouchPolicy};
 use crate::keys::KeyMaterial;
 use crate::mgmt::ManagementKey;
+use crate::sealed::{self, Passphrase, SealingKey};
 use crate::state::{CardState, Identity, KeySlot, PinState, PIN_BLOCK_LEN};
 
 /// The `format` field every card file carries.
@@ -58,6 +59,10 @@ pub enum StoreError {
     Exists { path: PathBuf },
     #[error("{path}: in use by another process (lock file {lock} is held)")]
     Locked { path: PathBuf, lock: PathBuf },
+    /// A sealed (passphrase-encrypted) card file that cannot be opened
+    /// with what was given.
+    #[error("{path}: {problem}")]
+    Passphrase { path: PathBuf, problem: String },
 }
 
 impl StoreError {
@@ -83,6 +88,20 @@ pub trait Store: Send {
     fn save(&mut self, state: &CardState) -> Result<(), StoreError>;
     /// The file behind the store, if any.
     fn path(&self) -> Option<&Path>;
+    /// Whether saves are encrypted with a passphrase.
+    fn is_sealed(&self) -> bool {
+        false
+    }
+    /// Saves the state under new protection (a passphrase's key, or none)
+    /// and keeps using it only once that save succeeded.
+    fn reseal(&mut self, state: &CardState, sealing: Option<SealingKey>) -> Result<(), StoreError> {
+        let _ = (state, sealing);
+        Err(StoreError::Invalid {
+            path: self.path().unwrap_or(Path::new("<memory>")).to_path_buf(),
+            field: "(store)".into(),
+            problem: "this card has no file to encrypt".into(),
+        })
+    }
 }
 
 /// A store that keeps the last saved bytes in memory (tests, ephemeral
@@ -113,6 +132,8 @@ impl Store for MemoryStore {
 /// A card file with its lock held.
 pub struct FileStore {
     path: PathBuf,
+    /// The passphrase's key when the file is sealed.
+    sealing: Option<SealingKey>,
     _lock: File,
 }
 
@@ -141,6 +162,11 @@ impl FileStore {
 
     /// Locks a new card file path; fails if a card is already there.
     pub fn create(path: &Path) -> Result<FileStore, StoreError> {
+        FileStore::create_with(path, None)
+    }
+
+    /// As [`Self::create`]; with a key, every save is sealed with it.
+    pub fn create_with(path: &Path, sealing: Option<SealingKey>) -> Result<FileStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         }
@@ -152,18 +178,30 @@ impl FileStore {
         }
         Ok(FileStore {
             path: path.to_path_buf(),
+            sealing,
             _lock: lock,
         })
     }
 
-    /// Locks and loads an existing card file.
+    /// Locks and loads an existing plain card file.
     pub fn open(path: &Path) -> Result<(FileStore, CardState), StoreError> {
+        FileStore::open_with(path, None)
+    }
+
+    /// Locks and loads an existing card file, plain or sealed (a sealed one
+    /// needs its passphrase; a plain one opens whether or not one is
+    /// given). Saves keep the file's protection.
+    pub fn open_with(
+        path: &Path,
+        passphrase: Option<&Passphrase>,
+    ) -> Result<(FileStore, CardState), StoreError> {
         let lock = FileStore::take_lock(path)?;
         remove_stale_temporaries(path);
-        let state = load(path)?;
+        let (state, sealing) = load_sealed(path, passphrase)?;
         Ok((
             FileStore {
                 path: path.to_path_buf(),
+                sealing,
                 _lock: lock,
             },
             state,
@@ -173,11 +211,28 @@ impl FileStore {
 
 impl Store for FileStore {
     fn save(&mut self, state: &CardState) -> Result<(), StoreError> {
-        write_atomically(&self.path, &to_bytes(state))
+        match &self.sealing {
+            None => write_atomically(&self.path, &to_bytes(state)),
+            Some(key) => write_atomically(&self.path, &key.seal(&to_bytes(state))),
+        }
     }
 
     fn path(&self) -> Option<&Path> {
         Some(&self.path)
+    }
+
+    fn is_sealed(&self) -> bool {
+        self.sealing.is_some()
+    }
+
+    fn reseal(&mut self, state: &CardState, sealing: Option<SealingKey>) -> Result<(), StoreError> {
+        let plain = to_bytes(state);
+        match &sealing {
+            None => write_atomically(&self.path, &plain)?,
+            Some(key) => write_atomically(&self.path, &key.seal(&plain))?,
+        }
+        self.sealing = sealing;
+        Ok(())
     }
 }
 
@@ -395,10 +450,28 @@ pub fn to_bytes(state: &CardState) -> Zeroizing<Vec<u8>> {
     out
 }
 
-/// Reads and checks a card file.
+/// Reads and checks a plain card file (a sealed one is refused with a
+/// [`StoreError::Passphrase`] saying so).
 pub fn load(path: &Path) -> Result<CardState, StoreError> {
+    load_sealed(path, None).map(|(state, _)| state)
+}
+
+/// Reads and checks a card file, plain or sealed; for a sealed file also
+/// returns its key, with which the caller can save it again.
+pub fn load_sealed(
+    path: &Path,
+    passphrase: Option<&Passphrase>,
+) -> Result<(CardState, Option<SealingKey>), StoreError> {
     let bytes = Zeroizing::new(fs::read(path).map_err(|e| StoreError::io(path, e))?);
-    from_bytes(&bytes, path)
+    if !sealed::is_sealed(&bytes) {
+        return Ok((from_bytes(&bytes, path)?, None));
+    }
+    let passphrase = passphrase.ok_or_else(|| StoreError::Passphrase {
+        path: path.to_path_buf(),
+        problem: "the card file is encrypted with a passphrase, and none was given".into(),
+    })?;
+    let (key, plain) = SealingKey::open(&bytes, passphrase, path)?;
+    Ok((from_bytes(&plain, path)?, Some(key)))
 }
 
 /// Parses card file bytes; `path` is only used to name the file in errors.

@@ -444,3 +444,71 @@ fn refusals_leave_the_card_file_unchanged() {
         "temporary file left"
     );
 }
+
+/// 7.5: a passphrase-encrypted card file made by `vreader init --encrypt`
+/// is served through pcscd with the passphrase from
+/// $VREADER_PASSPHRASE_FILE, signs for OpenSC, refuses to open without
+/// its passphrase, and can be turned back into a plain file.
+#[test]
+fn encrypted_card_file_serves_through_pcscd() {
+    let mut rig = Rig::new();
+    let (card, pw, cert) = (
+        rig.path_str("card.json"),
+        rig.path_str("pw"),
+        rig.path_str("cert.pem"),
+    );
+    std::fs::write(&pw, "correct horse battery staple\n").unwrap();
+    let out = vreader_ok(&[
+        "init",
+        "--demo-key",
+        "--encrypt",
+        "--passphrase-file",
+        &pw,
+        &card,
+    ]);
+    assert!(out.contains("encryption:      passphrase"), "{out}");
+    let file = std::fs::read_to_string(&card).unwrap();
+    assert!(
+        file.contains("\"virtual-piv-card-sealed\"") && !file.contains("private_key"),
+        "{file}"
+    );
+
+    // Without the passphrase (stdin is no terminal): a clear refusal.
+    let out = vreader(&["status", &card]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&card) && err.contains("--passphrase-file"),
+        "{err}"
+    );
+    std::fs::write(rig.path("bad"), "correct horse\n").unwrap();
+    let out = vreader(&["status", "--passphrase-file", &rig.path_str("bad"), &card]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"));
+
+    vreader_ok(&[
+        "export",
+        "--passphrase-file",
+        &pw,
+        &card,
+        "--slot",
+        "9a",
+        "--cert",
+        &cert,
+    ]);
+    let i = rig.vreader_with_env(&["--card", &card], &[("VREADER_PASSPHRASE_FILE", &pw)]);
+    e2e::wait_for_card(e2e::READER0, std::time::Duration::from_secs(10));
+    sign_verify(&rig, "01", "SHA256-RSA-PKCS", &[], &cert);
+    assert!(rig.stop(i).success());
+    assert!(
+        !rig.log(i).contains("correct horse"),
+        "passphrase in the log"
+    );
+    // The PIN verification the signature needed was saved, still sealed.
+    let file = std::fs::read_to_string(&card).unwrap();
+    assert!(file.contains("\"virtual-piv-card-sealed\""));
+
+    let out = vreader_ok(&["passphrase", "--passphrase-file", &pw, "--remove", &card]);
+    assert!(out.contains("stored in clear"), "{out}");
+    assert!(vreader_ok(&["status", &card]).contains("encryption:      none"));
+}

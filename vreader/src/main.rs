@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use piv_applet::{AlgorithmId, Card, CardOptions, PinPolicy, Slot, TouchMode, TouchPolicy};
+use piv_applet::{
+    AlgorithmId, Card, CardOptions, KdfParams, Passphrase, PinPolicy, Slot, StoreError, TouchMode,
+    TouchPolicy,
+};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use vreader::host::{self, Endpoint, Limits};
 use vreader::{credentials, paths, provision, slots};
 
@@ -20,6 +23,16 @@ use vreader::{credentials, paths, provision, slots};
     about = "Virtual PIV cards in vsmartcard's vpcd readers (pcscd)"
 )]
 struct Cli {
+    /// File holding the passphrase of encrypted card files (its contents
+    /// without one final line break). Without it, vreader asks on the
+    /// terminal when a card file is encrypted.
+    #[arg(
+        long,
+        global = true,
+        env = "VREADER_PASSPHRASE_FILE",
+        value_name = "FILE"
+    )]
+    passphrase_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,6 +102,23 @@ enum Command {
         /// Also generate an RSA-2048 key and self-signed certificate in 9A.
         #[arg(long)]
         demo_key: bool,
+        /// Encrypt the card file with a passphrase (from --passphrase-file,
+        /// or asked twice on the terminal).
+        #[arg(long)]
+        encrypt: bool,
+    },
+    /// Encrypt a card file with a passphrase (Argon2id + XChaCha20-
+    /// Poly1305), change its passphrase, or store it in clear again.
+    Passphrase {
+        file: PathBuf,
+        /// File holding the new passphrase (asked twice on the terminal
+        /// when omitted). The current one, if any, comes from the global
+        /// --passphrase-file or the terminal.
+        #[arg(long, value_name = "FILE", conflicts_with = "remove")]
+        new_passphrase_file: Option<PathBuf>,
+        /// Decrypt: write the card file in clear again.
+        #[arg(long)]
+        remove: bool,
     },
     /// Show what a card file holds (never secrets).
     Status { file: PathBuf },
@@ -309,13 +339,82 @@ fn main() -> ExitCode {
     }
 }
 
+/// Where the passphrase of encrypted card files comes from: the
+/// --passphrase-file, else the terminal (asked once, then reused for the
+/// other cards of the same command).
+struct Passphrases {
+    file: Option<PathBuf>,
+    known: Option<Passphrase>,
+}
+
+impl Passphrases {
+    fn new(file: Option<PathBuf>) -> anyhow::Result<Passphrases> {
+        let known = file.as_deref().map(Passphrase::from_file).transpose()?;
+        Ok(Passphrases { file, known })
+    }
+
+    /// Opens a card file, plain or encrypted.
+    fn open(&mut self, path: impl AsRef<std::path::Path>) -> anyhow::Result<Card> {
+        let path = path.as_ref();
+        let card = match Card::open_with(path, self.known.as_ref()) {
+            Err(StoreError::Passphrase { .. }) if self.known.is_none() && stdin_is_terminal() => {
+                let p = prompt(&format!("passphrase for {}: ", path.display()))?;
+                let card = Card::open_with(path, Some(&p))?;
+                self.known = Some(p);
+                card
+            }
+            Err(e @ StoreError::Passphrase { .. }) if self.known.is_none() => {
+                bail!("{e} (give --passphrase-file FILE or set $VREADER_PASSPHRASE_FILE)")
+            }
+            other => other?,
+        };
+        if self.file.is_some() && !card.is_sealed() {
+            warn!(
+                "{}: the card file is not encrypted; the passphrase is not used",
+                path.display()
+            );
+        }
+        Ok(card)
+    }
+
+    /// A passphrase for encrypting: from `file`, else asked twice.
+    fn new_passphrase(file: Option<&std::path::Path>) -> anyhow::Result<Passphrase> {
+        if let Some(f) = file {
+            return Ok(Passphrase::from_file(f)?);
+        }
+        if !stdin_is_terminal() {
+            bail!("no passphrase: give a passphrase file, or run on a terminal to type one");
+        }
+        let first = zeroize::Zeroizing::new(rpassword::prompt_password("new passphrase: ")?);
+        let again = zeroize::Zeroizing::new(rpassword::prompt_password("new passphrase again: ")?);
+        if first.is_empty() {
+            bail!("the passphrase is empty");
+        }
+        if *first != *again {
+            bail!("the two passphrases differ");
+        }
+        Ok(Passphrase::new(first.as_bytes().to_vec()))
+    }
+}
+
+fn stdin_is_terminal() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stdin())
+}
+
+fn prompt(text: &str) -> anyhow::Result<Passphrase> {
+    let typed = zeroize::Zeroizing::new(rpassword::prompt_password(text)?);
+    Ok(Passphrase::new(typed.as_bytes().to_vec()))
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<()> {
+    let mut pass = Passphrases::new(cli.passphrase_file.clone())?;
     match cli.command {
         Command::Init {
             file,
             serial,
             mgmt_alg,
             demo_key,
+            encrypt,
         } => {
             let mgmt_key_alg = mgmt_alg.algorithm();
             let opts = CardOptions {
@@ -323,12 +422,48 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 mgmt_key_alg,
                 ..CardOptions::default()
             };
-            let card = provision::create_card(&file, &opts, demo_key)?;
+            let passphrase = if encrypt {
+                Some(match pass.known.take() {
+                    Some(p) => p,
+                    None => Passphrases::new_passphrase(None)?,
+                })
+            } else {
+                None
+            };
+            let card = provision::create_card(&file, &opts, demo_key, passphrase.as_ref())?;
             print!("{}", provision::describe(&card));
             Ok(())
         }
+        Command::Passphrase {
+            file,
+            new_passphrase_file,
+            remove,
+        } => {
+            let mut card = pass.open(&file)?;
+            if remove {
+                if !card.is_sealed() {
+                    bail!("{}: the card file is not encrypted", file.display());
+                }
+                card.set_passphrase(None, KdfParams::default())?;
+                println!("{}: stored in clear (mode 0600)", file.display());
+            } else {
+                let new = Passphrases::new_passphrase(new_passphrase_file.as_deref())?;
+                let was = card.is_sealed();
+                card.set_passphrase(Some(&new), KdfParams::default())?;
+                println!(
+                    "{}: {}",
+                    file.display(),
+                    if was {
+                        "passphrase changed"
+                    } else {
+                        "encrypted with the passphrase"
+                    }
+                );
+            }
+            Ok(())
+        }
         Command::Status { file } => {
-            let card = Card::open(&file)?;
+            let card = pass.open(&file)?;
             print!("{}", provision::describe(&card));
             Ok(())
         }
@@ -374,7 +509,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             let alg = cred.key.algorithm();
             let subject = cred.certificate.as_deref().map(credentials::subject);
-            let mut card = Card::open(&file)?;
+            let mut card = pass.open(&file)?;
             card.import_key_and_certificate(
                 slot,
                 cred.key,
@@ -403,7 +538,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             pin_policy,
             touch_policy,
         } => {
-            let mut card = Card::open(&file)?;
+            let mut card = pass.open(&file)?;
             let what = format!(
                 "generating an {} key in slot {slot}",
                 algorithm.name().unwrap_or("?")
@@ -427,7 +562,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             upn,
             days,
         } => {
-            let mut card = Card::open(&file)?;
+            let mut card = pass.open(&file)?;
             let extensions = match &upn {
                 Some(upn) => piv_applet::x509::smart_card_logon_extensions(upn)?,
                 None => vec![],
@@ -446,12 +581,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::SetPin { file, new_pin } => {
-            Card::open(&file)?.set_pin(new_pin.as_bytes())?;
+            pass.open(&file)?.set_pin(new_pin.as_bytes())?;
             println!("PIN changed");
             Ok(())
         }
         Command::SetPuk { file, new_puk } => {
-            Card::open(&file)?.set_puk(new_puk.as_bytes())?;
+            pass.open(&file)?.set_puk(new_puk.as_bytes())?;
             println!("PUK changed");
             Ok(())
         }
@@ -463,7 +598,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let bytes =
                 zeroize::Zeroizing::new(hex::decode(key.trim()).context("--key must be hex")?);
             let key = piv_applet::mgmt::ManagementKey::new(algorithm.algorithm(), &bytes)?;
-            Card::open(&file)?.set_management_key(key)?;
+            pass.open(&file)?.set_management_key(key)?;
             println!("management key changed");
             Ok(())
         }
@@ -473,7 +608,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             cert,
             public_key,
         } => {
-            let card = Card::open(&file)?;
+            let card = pass.open(&file)?;
             if cert.is_none() && public_key.is_none() {
                 bail!("give --cert FILE and/or --public-key FILE");
             }
@@ -494,7 +629,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CacheItems { file } => {
-            let mut card = Card::open(&file)?;
+            let mut card = pass.open(&file)?;
             card.power_on();
             let opts = winscard::cache::CacheOptions::default();
             let text = winscard::cache::dump(&mut |apdu| Ok(card.process(apdu)), 1, &opts)
@@ -524,6 +659,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                         &path,
                         &CardOptions::default(),
                         true,
+                        None,
                     )?);
                 }
                 vec![path.display().to_string()]
@@ -542,7 +678,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     bail!("card file {file} is given twice: one file is one card");
                 }
                 seen.push(canonical);
-                let mut card = Card::open(&file)?;
+                let mut card = pass.open(&file)?;
                 card.set_touch_mode(match touch {
                     Touch::Auto => TouchMode::AutoConfirm,
                     Touch::Deny => TouchMode::Deny,

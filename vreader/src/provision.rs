@@ -4,13 +4,18 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use piv_applet::x509::CertRequest;
-use piv_applet::{AlgorithmId, Card, CardOptions, PinPolicy, Slot, TouchPolicy};
+use piv_applet::{AlgorithmId, Card, CardOptions, Passphrase, PinPolicy, Slot, TouchPolicy};
 
 /// Creates a card file with YubiKey defaults plus, when `demo_key` is set,
 /// an RSA-2048 key and a self-signed certificate in slot 9A, so OpenSC and
 /// ssh have something to show and use right away.
-pub fn create_card(path: &Path, opts: &CardOptions, demo_key: bool) -> anyhow::Result<Card> {
-    let mut card = Card::create(path, opts)?;
+pub fn create_card(
+    path: &Path,
+    opts: &CardOptions,
+    demo_key: bool,
+    passphrase: Option<&Passphrase>,
+) -> anyhow::Result<Card> {
+    let mut card = Card::create_with(path, opts, passphrase)?;
     if demo_key {
         card.generate_key(
             Slot::AUTHENTICATION,
@@ -44,6 +49,17 @@ pub fn describe(card: &Card) -> String {
         card.path()
             .map_or("(memory)".into(), |p| p.display().to_string())
     );
+    if card.path().is_some() {
+        let _ = writeln!(
+            out,
+            "encryption:      {}",
+            if card.is_sealed() {
+                "passphrase (Argon2id + XChaCha20-Poly1305)"
+            } else {
+                "none (keys and PIN in clear, file mode 0600)"
+            }
+        );
+    }
     let _ = writeln!(out, "serial:          {}", id.serial);
     let _ = writeln!(
         out,

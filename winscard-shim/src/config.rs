@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use der::Decode;
-use piv_applet::{Card, CardOptions, Slot};
+use piv_applet::{Card, CardOptions, Passphrase, Slot};
 use sha2::Digest;
 
 use crate::backend::{Backend, Embedded};
@@ -22,6 +22,12 @@ pub mod vars {
     pub const READER_NAME: &str = "WINSCARD_SMARTCARD_READER_NAME";
     /// Card files (piv-applet JSON), separated like PATH entries.
     pub const CARD_FILE: &str = "VIRTUAL_PIV_CARD_FILE";
+    /// File holding the passphrase of encrypted card files.
+    pub const CARD_PASSPHRASE_FILE: &str = "VIRTUAL_PIV_CARD_PASSPHRASE_FILE";
+    /// The passphrase itself (for launchers that can only set variables;
+    /// the file is better: a process's environment is readable by the
+    /// same user's other processes).
+    pub const CARD_PASSPHRASE: &str = "VIRTUAL_PIV_CARD_PASSPHRASE";
     /// `host:port` of `vreader --listen`, comma-separated for several.
     pub const REMOTE: &str = "VIRTUAL_PIV_REMOTE";
     /// Log file; no logging when unset.
@@ -72,10 +78,40 @@ impl core::fmt::Debug for EphemeralCard {
     }
 }
 
+/// Where the passphrase of encrypted card files comes from. Read when a
+/// card is opened, so a passphrase file is not held in memory before.
+#[derive(Clone)]
+pub enum PassphraseSource {
+    File(PathBuf),
+    Value(zeroize::Zeroizing<Vec<u8>>),
+}
+
+impl core::fmt::Debug for PassphraseSource {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            PassphraseSource::File(p) => write!(f, "File({})", p.display()),
+            PassphraseSource::Value(_) => f.write_str("Value(<set>)"),
+        }
+    }
+}
+
+impl PassphraseSource {
+    fn passphrase(&self) -> Result<Passphrase, ConfigError> {
+        match self {
+            PassphraseSource::File(p) => Passphrase::from_file(p)
+                .map_err(|e| invalid(vars::CARD_PASSPHRASE_FILE, e.to_string())),
+            PassphraseSource::Value(v) => Ok(Passphrase::new(v.to_vec())),
+        }
+    }
+}
+
 /// Where one reader's card comes from.
 #[derive(Clone, Debug)]
 pub enum CardSource {
-    File(PathBuf),
+    File {
+        path: PathBuf,
+        passphrase: Option<PassphraseSource>,
+    },
     Remote(String),
     Ephemeral(Box<EphemeralCard>),
 }
@@ -274,11 +310,30 @@ impl Config {
             }
             (None, None) => {}
         }
+        let passphrase = match (
+            get(vars::CARD_PASSPHRASE_FILE).filter(|s| !s.is_empty()),
+            get(vars::CARD_PASSPHRASE).filter(|s| !s.is_empty()),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    vars::CARD_PASSPHRASE,
+                    format!("set either it or {}, not both", vars::CARD_PASSPHRASE_FILE),
+                ))
+            }
+            (Some(f), None) => Some(PassphraseSource::File(PathBuf::from(f))),
+            (None, Some(v)) => Some(PassphraseSource::Value(zeroize::Zeroizing::new(
+                v.into_bytes(),
+            ))),
+            (None, None) => None,
+        };
         if let Some(files) = get(vars::CARD_FILE).filter(|s| !s.is_empty()) {
             sources.extend(
                 std::env::split_paths(&files)
                     .filter(|p| !p.as_os_str().is_empty())
-                    .map(CardSource::File),
+                    .map(|path| CardSource::File {
+                        path,
+                        passphrase: passphrase.clone(),
+                    }),
             );
         }
         if let Some(remotes) = get(vars::REMOTE).filter(|s| !s.is_empty()) {
@@ -365,15 +420,29 @@ pub fn build_ephemeral(e: &EphemeralCard) -> Result<Card, ConfigError> {
 /// Opens a reader's backend.
 pub fn open_backend(src: &CardSource) -> Result<Box<dyn Backend>, ConfigError> {
     match src {
-        CardSource::File(p) => {
+        CardSource::File {
+            path: p,
+            passphrase,
+        } => {
+            let passphrase = passphrase
+                .as_ref()
+                .map(PassphraseSource::passphrase)
+                .transpose()?;
             // A lock held for an instant (a process handing its card over,
             // a fork between its fork and exec) is waited out, briefly.
             let mut tries = 0;
             let card = loop {
-                match Card::open(p) {
+                match Card::open_with(p, passphrase.as_ref()) {
                     Err(piv_applet::StoreError::Locked { .. }) if tries < 25 => {
                         tries += 1;
                         std::thread::sleep(std::time::Duration::from_millis(40));
+                    }
+                    Err(e @ piv_applet::StoreError::Passphrase { .. }) if passphrase.is_none() => {
+                        return Err(ConfigError::Card(format!(
+                            "{e} (set {} or {})",
+                            vars::CARD_PASSPHRASE_FILE,
+                            vars::CARD_PASSPHRASE
+                        )))
                     }
                     r => break r.map_err(|e| ConfigError::Card(e.to_string()))?,
                 }
@@ -423,6 +492,33 @@ mod tests {
         assert_eq!(c.readers[0].name, "My Reader");
         assert_eq!(c.readers[1].name, reader_name(1));
         assert!(matches!(&c.readers[3].source, CardSource::Remote(a) if a == "host:1"));
+    }
+
+    #[test]
+    fn card_passphrase_comes_from_one_variable_and_is_never_printed() {
+        let mut m = HashMap::new();
+        m.insert(vars::CARD_FILE, "/a.json".to_string());
+        m.insert(vars::CARD_PASSPHRASE, "hunter2-passphrase".to_string());
+        let c = Config::from_lookup(&lookup(&m)).unwrap();
+        let CardSource::File { passphrase, .. } = &c.readers[0].source else {
+            panic!("a card file")
+        };
+        assert!(matches!(passphrase, Some(PassphraseSource::Value(_))));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        m.insert(vars::CARD_PASSPHRASE_FILE, "/p".to_string());
+        let err = Config::from_lookup(&lookup(&m)).unwrap_err().to_string();
+        assert!(err.contains(vars::CARD_PASSPHRASE_FILE), "{err}");
+        m.remove(vars::CARD_PASSPHRASE);
+        let c = Config::from_lookup(&lookup(&m)).unwrap();
+        // A missing passphrase file is named when the card is opened.
+        let err = open_backend(&c.readers[0].source)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(vars::CARD_PASSPHRASE_FILE) && err.contains("/p"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -246,6 +246,70 @@ fn opensc_against_the_embedded_card() {
     );
 }
 
+/// 7.5: a passphrase-encrypted card file, opened by the shim with the
+/// passphrase from VIRTUAL_PIV_CARD_PASSPHRASE_FILE; without it, or with a
+/// wrong one, the shim offers no card and its log says why.
+#[test]
+fn opensc_against_a_sealed_card_file() {
+    tools();
+    let card_dir = tempfile::tempdir().unwrap();
+    let card = make_card(card_dir.path());
+    piv_applet::Card::open(&card)
+        .unwrap()
+        .set_passphrase(
+            Some(&piv_applet::Passphrase::new(
+                b"shim test passphrase".to_vec(),
+            )),
+            piv_applet::KdfParams::default(),
+        )
+        .unwrap();
+    let file = std::fs::read_to_string(&card).unwrap();
+    assert!(file.contains("virtual-piv-card-sealed") && !file.contains("\"pin\""));
+    let pass_file = card_dir.path().join("passphrase");
+    std::fs::write(&pass_file, "shim test passphrase\n").unwrap();
+
+    let mut env = Env::new(("VIRTUAL_PIV_CARD_FILE", card.display().to_string()));
+    env.vars.push((
+        "VIRTUAL_PIV_CARD_PASSPHRASE_FILE".into(),
+        pass_file.display().to_string(),
+    ));
+    opensc_suite(&env);
+    sign_and_verify(&env, "sealed");
+    // The card's saves (PIN tries during the suite) kept it sealed.
+    let file = std::fs::read_to_string(&card).unwrap();
+    assert!(file.contains("virtual-piv-card-sealed"));
+
+    for (what, extra) in [
+        ("no passphrase", None),
+        ("a wrong passphrase", Some("not it")),
+    ] {
+        let mut env = Env::new(("VIRTUAL_PIV_CARD_FILE", card.display().to_string()));
+        if let Some(p) = extra {
+            env.vars
+                .push(("VIRTUAL_PIV_CARD_PASSPHRASE".into(), p.into()));
+        }
+        let out = Command::new("opensc-tool")
+            .arg("-l")
+            .envs(env.vars.iter().map(|(k, v)| (k, v)))
+            .env_remove("PCSCLITE_CSOCK_NAME")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains("Virtual PIV Reader"),
+            "{what}: the card must not be offered:\n{text}"
+        );
+        let log = env.log();
+        let want = if extra.is_some() {
+            "wrong passphrase"
+        } else {
+            "VIRTUAL_PIV_CARD_PASSPHRASE_FILE"
+        };
+        assert!(log.contains(want), "{what}: the log says why:\n{log}");
+        assert!(!log.contains("not it"), "the passphrase reached the log");
+    }
+}
+
 #[test]
 fn opensc_with_msrdpex_variables() {
     tools();

@@ -118,6 +118,90 @@ pub fn run_ok(program: &str, args: &[&str]) -> String {
     text
 }
 
+/// The certificate a signature is checked against.
+pub enum CertFrom<'a> {
+    /// The card's own certificate object for the key, read with pkcs11-tool.
+    Card,
+    /// A PEM file made outside the card (what was imported).
+    Pem(&'a str),
+}
+
+/// Signs with the card's key `id` through OpenSC's PKCS#11 module (PIN
+/// 123456, `mechanism` and any `extra` pkcs11-tool arguments) and checks the
+/// signature with `openssl dgst -sha256 -verify` against `cert`.
+pub fn pkcs11_sign_and_verify(
+    rig: &Rig,
+    id: &str,
+    mechanism: &str,
+    extra: &[&str],
+    cert: CertFrom,
+) {
+    let (msg, sig, card_cert, public) = (
+        rig.path_str("msg"),
+        rig.path_str(&format!("sig{id}")),
+        rig.path_str(&format!("cert{id}.der")),
+        rig.path_str(&format!("pub{id}.pem")),
+    );
+    std::fs::write(&msg, b"signed through pcscd, vpcd and vreader").unwrap();
+    let mut args = vec![
+        "--module",
+        OPENSC_PKCS11,
+        "--login",
+        "--pin",
+        "123456",
+        "--sign",
+        "--id",
+        id,
+        "--mechanism",
+        mechanism,
+        "--input-file",
+        &msg,
+        "--output-file",
+        &sig,
+    ];
+    args.extend_from_slice(extra);
+    run_ok("pkcs11-tool", &args);
+    let (form, cert_file) = match cert {
+        CertFrom::Card => {
+            run_ok(
+                "pkcs11-tool",
+                &[
+                    "--module",
+                    OPENSC_PKCS11,
+                    "--read-object",
+                    "--type",
+                    "cert",
+                    "--id",
+                    id,
+                    "--output-file",
+                    &card_cert,
+                ],
+            );
+            ("DER", card_cert.as_str())
+        }
+        CertFrom::Pem(file) => ("PEM", file),
+    };
+    run_ok(
+        "openssl",
+        &[
+            "x509", "-inform", form, "-in", cert_file, "-noout", "-pubkey", "-out", &public,
+        ],
+    );
+    let out = run_ok(
+        "openssl",
+        &[
+            "dgst",
+            "-sha256",
+            "-verify",
+            &public,
+            "-signature",
+            &sig,
+            &msg,
+        ],
+    );
+    assert!(out.contains("Verified OK"), "{mechanism}: {out}");
+}
+
 /// Exclusive use of pcscd and the vpcd slots for one test.
 pub struct Rig {
     _lock: File,

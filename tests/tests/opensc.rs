@@ -1,6 +1,6 @@
 //! OpenSC against vreader through pcscd + vpcd.
 
-use e2e::{make_card, run, run_ok, Rig, OPENSC_PKCS11, READER0};
+use e2e::{make_card, pkcs11_sign_and_verify, run_ok, CertFrom, Rig, OPENSC_PKCS11, READER0};
 use piv_applet::{AlgorithmId, Slot};
 
 fn rig_with_rsa_and_ec() -> Rig {
@@ -58,83 +58,16 @@ fn pkcs15_tool_lists_certificates_and_keys() {
     }
 }
 
-/// Signs `msg` with pkcs11-tool and checks the signature with openssl
-/// against the certificate OpenSC reads from the card.
-fn sign_and_verify(rig: &Rig, id: &str, mechanism: &str, extra: &[&str]) {
-    let (msg, sig, cert, pubkey) = (
-        rig.path_str("msg"),
-        rig.path_str(&format!("sig{id}")),
-        rig.path_str(&format!("cert{id}.der")),
-        rig.path_str(&format!("pub{id}.pem")),
-    );
-    std::fs::write(&msg, b"signed through pcscd, vpcd and vreader").unwrap();
-    let mut args = vec![
-        "--module",
-        OPENSC_PKCS11,
-        "--login",
-        "--pin",
-        "123456",
-        "--sign",
-        "--id",
-        id,
-        "--mechanism",
-        mechanism,
-        "--input-file",
-        &msg,
-        "--output-file",
-        &sig,
-    ];
-    args.extend_from_slice(extra);
-    run_ok("pkcs11-tool", &args);
-    run_ok(
-        "pkcs11-tool",
-        &[
-            "--module",
-            OPENSC_PKCS11,
-            "--read-object",
-            "--type",
-            "cert",
-            "--id",
-            id,
-            "--output-file",
-            &cert,
-        ],
-    );
-    run_ok(
-        "openssl",
-        &[
-            "x509", "-inform", "DER", "-in", &cert, "-noout", "-pubkey", "-out", &pubkey,
-        ],
-    );
-    let out = run(
-        "openssl",
-        &[
-            "dgst",
-            "-sha256",
-            "-verify",
-            &pubkey,
-            "-signature",
-            &sig,
-            &msg,
-        ],
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains("Verified OK"),
-        "{mechanism}: {text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn pkcs11_signatures_verify_with_openssl() {
     let rig = rig_with_rsa_and_ec();
-    sign_and_verify(&rig, "01", "SHA256-RSA-PKCS", &[]);
-    sign_and_verify(
+    pkcs11_sign_and_verify(&rig, "01", "SHA256-RSA-PKCS", &[], CertFrom::Card);
+    pkcs11_sign_and_verify(
         &rig,
         "02",
         "ECDSA-SHA256",
         &["--signature-format", "openssl"],
+        CertFrom::Card,
     );
 }
 

@@ -2,7 +2,7 @@
 //! with a CSR, self-signed smart card logon certificates; refusals leave
 //! the card file byte-identical.
 
-use e2e::{run, run_ok, vreader_bin, Rig, OPENSC_PKCS11};
+use e2e::{pkcs11_sign_and_verify, run, run_ok, vreader_bin, CertFrom, Rig};
 
 fn vreader(args: &[&str]) -> std::process::Output {
     std::process::Command::new(vreader_bin())
@@ -20,54 +20,6 @@ fn vreader_ok(args: &[&str]) -> String {
     );
     assert!(out.status.success(), "vreader {args:?}: {text}");
     text
-}
-
-/// Signs with pkcs11-tool through pcscd and verifies with openssl against
-/// the PKCS#12's own certificate.
-fn sign_verify(rig: &Rig, id: &str, mechanism: &str, extra: &[&str], cert_pem: &str) {
-    let (msg, sig, public) = (
-        rig.path_str("msg"),
-        rig.path_str(&format!("sig{id}")),
-        rig.path_str(&format!("pub{id}.pem")),
-    );
-    std::fs::write(&msg, b"imported from PKCS#12").unwrap();
-    let mut args = vec![
-        "--module",
-        OPENSC_PKCS11,
-        "--login",
-        "--pin",
-        "123456",
-        "--sign",
-        "--id",
-        id,
-        "--mechanism",
-        mechanism,
-        "--input-file",
-        &msg,
-        "--output-file",
-        &sig,
-    ];
-    args.extend_from_slice(extra);
-    run_ok("pkcs11-tool", &args);
-    run_ok(
-        "openssl",
-        &[
-            "x509", "-in", cert_pem, "-noout", "-pubkey", "-out", &public,
-        ],
-    );
-    let out = run_ok(
-        "openssl",
-        &[
-            "dgst",
-            "-sha256",
-            "-verify",
-            &public,
-            "-signature",
-            &sig,
-            &msg,
-        ],
-    );
-    assert!(out.contains("Verified OK"), "{out}");
 }
 
 #[test]
@@ -177,13 +129,19 @@ fn pkcs12_rsa_and_ec_imports_sign_through_pcscd() {
     ])
     .contains("ECCP256"));
     rig.insert(std::path::Path::new(&card));
-    sign_verify(&rig, "01", "SHA256-RSA-PKCS", &[], &p("rsa.pem"));
-    sign_verify(
+    pkcs11_sign_and_verify(
+        &rig,
+        "01",
+        "SHA256-RSA-PKCS",
+        &[],
+        CertFrom::Pem(&p("rsa.pem")),
+    );
+    pkcs11_sign_and_verify(
         &rig,
         "02",
         "ECDSA-SHA256",
         &["--signature-format", "openssl"],
-        &p("ec.pem"),
+        CertFrom::Pem(&p("ec.pem")),
     );
 }
 
@@ -498,7 +456,7 @@ fn encrypted_card_file_serves_through_pcscd() {
     ]);
     let i = rig.vreader_with_env(&["--card", &card], &[("VREADER_PASSPHRASE_FILE", &pw)]);
     e2e::wait_for_card(e2e::READER0, std::time::Duration::from_secs(10));
-    sign_verify(&rig, "01", "SHA256-RSA-PKCS", &[], &cert);
+    pkcs11_sign_and_verify(&rig, "01", "SHA256-RSA-PKCS", &[], CertFrom::Pem(&cert));
     assert!(rig.stop(i).success());
     assert!(
         !rig.log(i).contains("correct horse"),

@@ -377,35 +377,26 @@ impl Card {
         touch_policy: TouchPolicy,
     ) -> Result<(), CardError> {
         let id = slot.certificate_object();
-        let old_key = self.state.keys.insert(
-            slot,
-            KeySlot {
-                key,
-                pin_policy,
-                touch_policy,
-                origin: KeyOrigin::Imported,
-            },
-        );
-        let old_cert = match certificate {
-            Some(der) => Some(
-                self.state
-                    .objects
-                    .insert(id, CardState::certificate_object_value(der)),
-            ),
-            None => None,
+        let ks = KeySlot {
+            key,
+            pin_policy,
+            touch_policy,
+            origin: KeyOrigin::Imported,
         };
-        if let Err(e) = self.store.save(&self.state) {
-            match old_key {
-                Some(k) => self.state.keys.insert(slot, k),
-                None => self.state.keys.remove(&slot),
-            };
-            match old_cert {
-                Some(Some(c)) => self.state.objects.insert(id, c),
-                Some(None) => self.state.objects.remove(&id),
-                None => None,
-            };
-            return Err(e.into());
-        }
+        let cert = certificate.map(CardState::certificate_object_value);
+        self.save_or_undo(
+            |s| {
+                let old_key = s.keys.insert(slot, ks);
+                let old_cert = cert.map(|c| s.objects.insert(id, c));
+                (old_key, old_cert)
+            },
+            |s, (old_key, old_cert)| {
+                put_back(&mut s.keys, slot, old_key);
+                if let Some(old) = old_cert {
+                    put_back(&mut s.objects, id, old);
+                }
+            },
+        )?;
         Ok(())
     }
 
@@ -426,28 +417,22 @@ impl Card {
                 "a PIN or PUK has 6 to 8 characters".into(),
             ));
         }
-        let state = self
-            .pin_state(key_ref)
-            .map_err(|_| CardError::Invalid("not a PIN reference".into()))?;
-        let previous = state.clone();
-        state.value.copy_from_slice(&block);
-        state.tries_left = state.max_tries;
-        if let Err(e) = self.store.save(&self.state) {
-            if let Ok(s) = self.pin_state(key_ref) {
-                *s = previous;
-            }
-            return Err(e.into());
+        if self.pin_state(key_ref).is_err() {
+            return Err(CardError::Invalid("not a PIN reference".into()));
         }
+        self.save_or_undo(
+            |s| s.replace_reference(key_ref, &block),
+            |s, previous| *s.reference_mut(key_ref) = previous,
+        )?;
         Ok(())
     }
 
     /// Replaces the management key.
     pub fn set_management_key(&mut self, key: ManagementKey) -> Result<(), CardError> {
-        let previous = std::mem::replace(&mut self.state.mgmt, key);
-        if let Err(e) = self.store.save(&self.state) {
-            self.state.mgmt = previous;
-            return Err(e.into());
-        }
+        self.save_or_undo(
+            |s| std::mem::replace(&mut s.mgmt, key),
+            |s, previous| s.mgmt = previous,
+        )?;
         Ok(())
     }
 
@@ -464,17 +449,11 @@ impl Card {
     /// Stores a certificate (DER) in a slot's certificate object.
     pub fn put_certificate(&mut self, slot: Slot, der: &[u8]) -> Result<(), CardError> {
         let id = slot.certificate_object();
-        let previous = self
-            .state
-            .objects
-            .insert(id, CardState::certificate_object_value(der));
-        if let Err(e) = self.store.save(&self.state) {
-            match previous {
-                Some(p) => self.state.objects.insert(id, p),
-                None => self.state.objects.remove(&id),
-            };
-            return Err(e.into());
-        }
+        let value = CardState::certificate_object_value(der);
+        self.save_or_undo(
+            |s| s.objects.insert(id, value),
+            |s, previous| put_back(&mut s.objects, id, previous),
+        )?;
         Ok(())
     }
 
@@ -629,10 +608,29 @@ impl Card {
         }
     }
 
-    /// Persists the state; on failure the caller answers 6581 and the
-    /// in-memory change must be undone by the caller where it matters.
-    fn persist(&mut self) -> Result<(), StatusWord> {
-        self.store.save(&self.state).map_err(|e| {
+    /// Applies `change` to the state and saves it; when the save fails,
+    /// `undo` gets what `change` returned (the values it replaced) and puts
+    /// them back. Every change to the state goes through here, so memory
+    /// never holds a change that the card file does not.
+    fn save_or_undo<U>(
+        &mut self,
+        change: impl FnOnce(&mut CardState) -> U,
+        undo: impl FnOnce(&mut CardState, U),
+    ) -> Result<(), StoreError> {
+        let replaced = change(&mut self.state);
+        self.store
+            .save(&self.state)
+            .inspect_err(|_| undo(&mut self.state, replaced))
+    }
+
+    /// [`Self::save_or_undo`] for APDU handlers: a failed save answers
+    /// 6581 (memory failure).
+    fn persist_or_undo<U>(
+        &mut self,
+        change: impl FnOnce(&mut CardState) -> U,
+        undo: impl FnOnce(&mut CardState, U),
+    ) -> Result<(), StatusWord> {
+        self.save_or_undo(change, undo).map_err(|e| {
             tracing::error!("card state not saved: {e}");
             StatusWord::MemoryFailure
         })
@@ -725,18 +723,16 @@ impl Card {
         if total - old + value.len() > MAX_TOTAL_OBJECTS {
             return Err(StatusWord::NotEnoughMemory);
         }
-        let previous = if value.is_empty() {
-            self.state.objects.remove(&id)
-        } else {
-            self.state.objects.insert(id, value)
-        };
-        if let Err(sw) = self.persist() {
-            match previous {
-                Some(p) => self.state.objects.insert(id, p),
-                None => self.state.objects.remove(&id),
-            };
-            return Err(sw);
-        }
+        self.persist_or_undo(
+            |s| {
+                if value.is_empty() {
+                    s.objects.remove(&id)
+                } else {
+                    s.objects.insert(id, value)
+                }
+            },
+            |s, previous| put_back(&mut s.objects, id, previous),
+        )?;
         Ok(Response::ok(Vec::new()))
     }
 
@@ -759,20 +755,24 @@ impl Card {
         if pin.is_blocked() {
             return Err(StatusWord::AuthMethodBlocked);
         }
-        pin.tries_left -= 1;
-        if let Err(sw) = self.persist() {
-            // Nothing was recorded, so nothing is compared: undo the count.
-            self.pin_state(key_ref)?.tries_left += 1;
-            return Err(sw);
-        }
+        // Nothing recorded, nothing compared: a failed save undoes the count.
+        self.persist_or_undo(
+            |s| s.reference_mut(key_ref).tries_left -= 1,
+            |s, ()| s.reference_mut(key_ref).tries_left += 1,
+        )?;
         let pin = self.pin_state(key_ref)?;
-        if pin.matches(candidate) {
-            pin.tries_left = pin.max_tries;
-            self.persist()?;
-            Ok(())
-        } else {
-            Err(StatusWord::VerifyFail(pin.tries_left))
+        if !pin.matches(candidate) {
+            return Err(StatusWord::VerifyFail(pin.tries_left));
         }
+        // If the restored count cannot be saved, the try stays counted (in
+        // memory as on disk) and the host sees 6581.
+        self.persist_or_undo(
+            |s| {
+                let pin = s.reference_mut(key_ref);
+                std::mem::replace(&mut pin.tries_left, pin.max_tries)
+            },
+            |s, left| s.reference_mut(key_ref).tries_left = left,
+        )
     }
 
     fn verify(&mut self, req: &Req<'_>) -> Res {
@@ -824,14 +824,10 @@ impl Card {
         if !is_valid_new_pin(new) {
             return Err(StatusWord::IncorrectData);
         }
-        let pin = self.pin_state(key_ref)?;
-        let previous = pin.clone();
-        pin.value.copy_from_slice(new);
-        pin.tries_left = pin.max_tries;
-        if let Err(sw) = self.persist() {
-            *self.pin_state(key_ref)? = previous;
-            return Err(sw);
-        }
+        self.persist_or_undo(
+            |s| s.replace_reference(key_ref, new),
+            |s, previous| *s.reference_mut(key_ref) = previous,
+        )?;
         if key_ref == KeyRef::Pin {
             self.session.pin_verified = true;
         }
@@ -853,13 +849,10 @@ impl Card {
         if !is_valid_new_pin(new) {
             return Err(StatusWord::IncorrectData);
         }
-        let previous = self.state.pin.clone();
-        self.state.pin.value.copy_from_slice(new);
-        self.state.pin.tries_left = self.state.pin.max_tries;
-        if let Err(sw) = self.persist() {
-            self.state.pin = previous;
-            return Err(sw);
-        }
+        self.persist_or_undo(
+            |s| s.replace_reference(KeyRef::Pin, new),
+            |s, previous| s.pin = previous,
+        )?;
         Ok(Response::ok(Vec::new()))
     }
 
@@ -1023,15 +1016,10 @@ impl Card {
     /// Puts a key in a slot and saves; on a failed save the slot is
     /// restored.
     fn install_key(&mut self, slot: Slot, ks: KeySlot) -> Result<(), StatusWord> {
-        let previous = self.state.keys.insert(slot, ks);
-        if let Err(sw) = self.persist() {
-            match previous {
-                Some(p) => self.state.keys.insert(slot, p),
-                None => self.state.keys.remove(&slot),
-            };
-            return Err(sw);
-        }
-        Ok(())
+        self.persist_or_undo(
+            |s| s.keys.insert(slot, ks),
+            |s, previous| put_back(&mut s.keys, slot, previous),
+        )
     }
 
     fn generate(&mut self, req: &Req<'_>) -> Res {
@@ -1104,27 +1092,31 @@ impl Card {
             ),
         };
         self.require_mgmt()?;
-        let Some(ks) = self.state.keys.remove(&src) else {
+        if !self.state.keys.contains_key(&src) {
             return Err(StatusWord::ReferenceNotFound);
-        };
-        let displaced = dest.and_then(|d| self.state.keys.insert(d, ks));
-        if let Err(sw) = self.persist() {
-            // Undo: put the key back where it was.
-            let moved = match dest {
-                Some(d) => {
-                    let k = self.state.keys.remove(&d);
-                    if let Some(old) = displaced {
-                        self.state.keys.insert(d, old);
-                    }
-                    k
-                }
-                None => None,
-            };
-            if let Some(k) = moved {
-                self.state.keys.insert(src, k);
-            }
-            return Err(sw);
         }
+        // Returns the deleted key (no destination) or the key the move
+        // displaced, so a failed save can put every key back.
+        self.persist_or_undo(
+            |s| {
+                let ks = s.keys.remove(&src).expect("checked above");
+                match dest {
+                    Some(d) => (None, s.keys.insert(d, ks)),
+                    None => (Some(ks), None),
+                }
+            },
+            |s, (deleted, displaced)| {
+                let moved = match dest {
+                    Some(d) => {
+                        let moved = s.keys.remove(&d);
+                        put_back(&mut s.keys, d, displaced);
+                        moved
+                    }
+                    None => deleted,
+                };
+                put_back(&mut s.keys, src, moved);
+            },
+        )?;
         Ok(Response::ok(Vec::new()))
     }
 
@@ -1143,15 +1135,15 @@ impl Card {
         }
         let new = ManagementKey::new(AlgorithmId::from(*alg), key)
             .map_err(|_| StatusWord::IncorrectData)?;
-        let previous = (
-            std::mem::replace(&mut self.state.mgmt, new),
-            self.state.mgmt_touch,
-        );
-        self.state.mgmt_touch = touch;
-        if let Err(sw) = self.persist() {
-            (self.state.mgmt, self.state.mgmt_touch) = previous;
-            return Err(sw);
-        }
+        self.persist_or_undo(
+            |s| {
+                (
+                    std::mem::replace(&mut s.mgmt, new),
+                    std::mem::replace(&mut s.mgmt_touch, touch),
+                )
+            },
+            |s, previous| (s.mgmt, s.mgmt_touch) = previous,
+        )?;
         Ok(Response::ok(Vec::new()))
     }
 
@@ -1257,12 +1249,11 @@ impl Card {
         } else {
             AlgorithmId::TripleDes
         };
-        self.state.reset_to_factory(alg);
+        self.persist_or_undo(|s| s.reset_to_factory(alg), CardState::undo_reset)?;
         self.session = Session {
             selected: true,
             ..Session::default()
         };
-        self.persist()?;
         Ok(Response::ok(Vec::new()))
     }
 
@@ -1275,15 +1266,26 @@ impl Card {
         if !self.session.pin_verified {
             return Err(StatusWord::SecurityStatusNotSatisfied);
         }
-        let previous = (self.state.pin.clone(), self.state.puk.clone());
-        self.state.pin = PinState::new(DEFAULT_PIN, pin_tries);
-        self.state.puk = PinState::new(DEFAULT_PUK, puk_tries);
-        if let Err(sw) = self.persist() {
-            (self.state.pin, self.state.puk) = previous;
-            return Err(sw);
-        }
+        self.persist_or_undo(
+            |s| {
+                (
+                    std::mem::replace(&mut s.pin, PinState::new(DEFAULT_PIN, pin_tries)),
+                    std::mem::replace(&mut s.puk, PinState::new(DEFAULT_PUK, puk_tries)),
+                )
+            },
+            |s, previous| (s.pin, s.puk) = previous,
+        )?;
         Ok(Response::ok(Vec::new()))
     }
+}
+
+/// Restores a map entry to what it was: `previous` back in, or the key
+/// removed when there was nothing.
+fn put_back<K: Ord, V>(map: &mut std::collections::BTreeMap<K, V>, key: K, previous: Option<V>) {
+    match previous {
+        Some(v) => map.insert(key, v),
+        None => map.remove(&key),
+    };
 }
 
 enum Operation<'a> {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::enums::{AlgorithmId, KeyOrigin, ObjectId, PinPolicy, Slot, TouchPolicy};
+use crate::enums::{AlgorithmId, KeyOrigin, KeyRef, ObjectId, PinPolicy, Slot, TouchPolicy};
 use crate::keys::KeyMaterial;
 use crate::mgmt::ManagementKey;
 use crate::tlv;
@@ -171,6 +171,17 @@ pub fn default_discovery() -> Vec<u8> {
     tlv::encode(0x7E, &inner)
 }
 
+/// What a factory reset replaced (secrets included: never logged).
+pub struct ResetUndo {
+    pin: PinState,
+    puk: PinState,
+    mgmt: ManagementKey,
+    mgmt_touch: TouchPolicy,
+    /// Every key but the attestation key.
+    keys: BTreeMap<Slot, KeySlot>,
+    objects: BTreeMap<ObjectId, Vec<u8>>,
+}
+
 /// Everything the card keeps.
 #[derive(Debug)]
 pub struct CardState {
@@ -196,18 +207,56 @@ impl CardState {
     }
 
     /// Default PIN, PUK and management key; keeps identity, the attestation
-    /// key and its certificate, as a YubiKey RESET does.
-    pub fn reset_to_factory(&mut self, mgmt_alg: AlgorithmId) {
-        self.pin = PinState::new(DEFAULT_PIN, DEFAULT_TRIES);
-        self.puk = PinState::new(DEFAULT_PUK, DEFAULT_TRIES);
-        self.mgmt = ManagementKey::default_for(mgmt_alg);
-        self.mgmt_touch = TouchPolicy::Never;
-        self.keys.retain(|slot, _| *slot == Slot::ATTESTATION);
-        let attestation_cert = self.objects.remove(&ObjectId::YUBICO_ATTESTATION);
-        self.objects = CardState::factory_objects(&self.identity);
-        if let Some(cert) = attestation_cert {
-            self.objects.insert(ObjectId::YUBICO_ATTESTATION, cert);
+    /// key and its certificate, as a YubiKey RESET does. Returns what it
+    /// replaced, for [`Self::undo_reset`] when the reset cannot be saved.
+    pub fn reset_to_factory(&mut self, mgmt_alg: AlgorithmId) -> ResetUndo {
+        let attestation_key = self.keys.remove(&Slot::ATTESTATION);
+        let keys = std::mem::take(&mut self.keys);
+        if let Some(k) = attestation_key {
+            self.keys.insert(Slot::ATTESTATION, k);
         }
+        let mut objects = CardState::factory_objects(&self.identity);
+        if let Some(cert) = self.objects.get(&ObjectId::YUBICO_ATTESTATION) {
+            objects.insert(ObjectId::YUBICO_ATTESTATION, cert.clone());
+        }
+        ResetUndo {
+            pin: std::mem::replace(&mut self.pin, PinState::new(DEFAULT_PIN, DEFAULT_TRIES)),
+            puk: std::mem::replace(&mut self.puk, PinState::new(DEFAULT_PUK, DEFAULT_TRIES)),
+            mgmt: std::mem::replace(&mut self.mgmt, ManagementKey::default_for(mgmt_alg)),
+            mgmt_touch: std::mem::replace(&mut self.mgmt_touch, TouchPolicy::Never),
+            keys,
+            objects: std::mem::replace(&mut self.objects, objects),
+        }
+    }
+
+    /// The PIN for [`KeyRef::Pin`], else the PUK: callers have already
+    /// refused every other reference (only these two have reference data).
+    pub fn reference_mut(&mut self, key_ref: KeyRef) -> &mut PinState {
+        if key_ref == KeyRef::Pin {
+            &mut self.pin
+        } else {
+            &mut self.puk
+        }
+    }
+
+    /// Sets a PIN or PUK to a padded block with full tries; returns the
+    /// old state.
+    pub fn replace_reference(&mut self, key_ref: KeyRef, block: &[u8]) -> PinState {
+        let pin = self.reference_mut(key_ref);
+        let previous = pin.clone();
+        pin.value.copy_from_slice(block);
+        pin.tries_left = pin.max_tries;
+        previous
+    }
+
+    /// Puts back what [`Self::reset_to_factory`] replaced.
+    pub fn undo_reset(&mut self, undo: ResetUndo) {
+        self.pin = undo.pin;
+        self.puk = undo.puk;
+        self.mgmt = undo.mgmt;
+        self.mgmt_touch = undo.mgmt_touch;
+        self.keys.extend(undo.keys);
+        self.objects = undo.objects;
     }
 
     /// The certificate DER held in a slot's certificate object, if any.

@@ -7,7 +7,13 @@
 #   3. examples/pcsc_client.exe: an ordinary client of the `pcsc` crate,
 #      loading our DLL as winscard.dll (WINEDLLOVERRIDES=winscard=n);
 # each against a card given MsRdpEx-style (certificate + key variables) and
-# against a card file. Any failure stops the script with a non-zero status.
+# against a card file;
+#   4. winscard-shim/tests/ffi_abuse/abuse_win.c, built with mingw: every
+#      export of the DLL abused through the C ABI (NULL pointers, short
+#      buffers, stale handles, threads...) with a card file, with nothing
+#      configured and with a configuration that cannot be opened, each
+#      followed by a heap leak check. Any failure stops the script with a
+#      non-zero status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -77,12 +83,75 @@ run_exe msclmd_flow.exe "${CARDFILE[@]}" MSCLMD_FLOW_PIN=123456
 step "pcsc crate client, card file"
 run_exe pcsc_client.exe "${CARDFILE[@]}"
 
+step "msclmd flow, passphrase-sealed card file (VIRTUAL_PIV_CARD_PASSPHRASE_FILE)"
+printf 'wine test passphrase\n' > "$OUT/passphrase"
+rm -f "$OUT/sealed.json"
+cargo run -q -p winscard-shim --example make_test_card -- "$OUT/sealed.json" "$DATA/rsa2048.key.pk8.der" "$DATA/rsa2048.cert.der" "$OUT/passphrase" >/dev/null
+grep -q '"virtual-piv-card-sealed"' "$OUT/sealed.json" || fail "make_test_card did not seal $OUT/sealed.json"
+run_exe msclmd_flow.exe VIRTUAL_PIV_CARD_FILE="$(winpath "$OUT/sealed.json")" \
+  VIRTUAL_PIV_CARD_PASSPHRASE_FILE="$(winpath "$OUT/passphrase")" VIRTUAL_PIV_LOG="$(winpath "$LOG")" MSCLMD_FLOW_PIN=123456
+grep -q '"virtual-piv-card-sealed"' "$OUT/sealed.json" || fail "the shim's saves unsealed $OUT/sealed.json"
+grep -q 'wine test passphrase' "$LOG" && fail "the passphrase appears in $LOG"
+
 step "log file: written, and no PIN in it"
 [ -s "$LOG" ] || fail "no log written to $LOG"
 grep -q 'SCardTransmit\|> 00A4' "$LOG" || fail "log has no APDU trace"
 if grep -q -e "$PIN" -e "$(printf '%s' "$PIN" | xxd -p -u)" -e "313233343536FFFF" "$LOG"; then
   fail "a PIN appears in $LOG"
 fi
+
+ABUSE_SRC=$ROOT/winscard-shim/tests/ffi_abuse/abuse_win.c
+step "FFI abuse driver: abuse_win.exe, linked to winscard.dll's import library"
+x86_64-w64-mingw32-gcc -std=gnu11 -O1 -g -Wall -Wextra -Werror -o "$OUT/abuse_win.exe" "$ABUSE_SRC" \
+  "$BIN/libwinscard.dll.a" -lpsapi
+x86_64-w64-mingw32-objdump -p "$OUT/abuse_win.exe" > "$OUT/abuse_win.imports"
+grep -qi 'DLL Name: winscard.dll' "$OUT/abuse_win.imports" || fail "abuse_win.exe does not import winscard.dll"
+# Every export of the DLL must be called by abuse_win.c: a new one cannot slip past.
+EXPORTS=$(awk '/\[Ordinal\/Name Pointer\] Table/ {f = 1; next} f && NF == 0 {exit} f {print $NF}' "$OUT/winscard.exports")
+[ "$(wc -w <<<"$EXPORTS")" -ge 70 ] || fail "cannot read the export table in $OUT/winscard.exports"
+missing=()
+for sym in $EXPORTS; do grep -qE "\\b$sym[(.]" "$ABUSE_SRC" || missing+=("$sym"); done
+[ ${#missing[@]} -eq 0 ] || fail "exports of winscard.dll not driven by abuse_win.c: ${missing[*]}"
+echo "$(wc -w <<<"$EXPORTS") exports, all driven"
+
+# Each run gets exactly the configuration given (the shim's variables from
+# this shell removed), a deadline, and its output in $OUT/abuse-NAME.txt.
+SHIM_UNSET=()
+for v in $(compgen -e); do case $v in WINSCARD_* | VIRTUAL_PIV_*) SHIM_UNSET+=(-u "$v") ;; esac; done
+run_abuse() { # name, env assignments, --, arguments of abuse_win.exe
+  local name=$1 vars=() out=$OUT/abuse-$1.txt
+  shift
+  while [ "$1" != -- ]; do vars+=("$1"); shift; done
+  shift
+  if ! (cd "$OUT" && env "${SHIM_UNSET[@]}" "${vars[@]}" timeout 300 wine ./abuse_win.exe "$@") >"$out" 2>&1; then
+    tail -n 60 "$out" >&2
+    fail "abuse_win.exe $* ($name; full output in $out)"
+  fi
+  grep -E '^ffi abuse|^  (heap|PrivateUsage|PagefileUsage|SCARD_AUTO)' "$out"
+}
+
+step "FFI abuse: card file, every check, with the debug log on"
+cargo run -q -p winscard-shim --example make_test_card -- "$OUT/abuse-card.json" "$DATA/rsa2048.key.pk8.der" "$DATA/rsa2048.cert.der" >/dev/null
+ABUSE_CARD=VIRTUAL_PIV_CARD_FILE=$(winpath "$OUT/abuse-card.json")
+ABUSE_LOG=$OUT/abuse-shim.log
+rm -f "$ABUSE_LOG"
+run_abuse card "$ABUSE_CARD" VIRTUAL_PIV_LOG="$(winpath "$ABUSE_LOG")" -- card 0
+[ -s "$ABUSE_LOG" ] || fail "no log written to $ABUSE_LOG"
+if grep -q 'panicked' "$ABUSE_LOG"; then fail "winscard.dll caught a panic at its FFI boundary (see $ABUSE_LOG)"; fi
+step "FFI abuse: card file, every check + leak check (log written to NUL: formatted, not kept)"
+run_abuse card-leak "$ABUSE_CARD" VIRTUAL_PIV_LOG=NUL -- card 2000
+step "FFI abuse: nothing configured (zero readers) + leak check"
+run_abuse noreaders -- noreaders 2000
+step "FFI abuse: a configuration that cannot be opened (no service) + leak check"
+run_abuse noservice 'VIRTUAL_PIV_CARD_FILE=C:\nonexistent\ffi-abuse\card.json' -- noservice 2000
+step "FFI abuse: the leak check fails on a leak of one buffer per iteration"
+if (cd "$OUT" && env "${SHIM_UNSET[@]}" timeout 300 wine ./abuse_win.exe noreaders 200 selftest) >"$OUT/abuse-selftest.txt" 2>&1; then
+  fail "the leak check passed although abuse_win.exe leaked on purpose ($OUT/abuse-selftest.txt)"
+fi
+grep -q 'dblocks <= LEAK_BLOCKS: is false' "$OUT/abuse-selftest.txt" \
+  || { tail -n 30 "$OUT/abuse-selftest.txt" >&2; fail "the deliberate leak was not reported as one"; }
+grep -E '^  heap live blocks' "$OUT/abuse-selftest.txt"
+
 wineserver -k || true
 echo
 echo "test-windows: all Windows tests passed"

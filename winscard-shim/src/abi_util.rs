@@ -103,7 +103,8 @@ pub(crate) unsafe fn write_out<T: Copy, D: Dword>(
         if buf.is_null() {
             return Err(ScardError::InvalidParameter);
         }
-        *(buf as *mut *mut T) = allocate(data);
+        // Unaligned: the caller's pointer variable may sit anywhere.
+        (buf as *mut *mut T).write_unaligned(allocate(data));
         *len = D::make(data.len());
         return Ok(());
     }
@@ -114,7 +115,13 @@ pub(crate) unsafe fn write_out<T: Copy, D: Dword>(
     if have.get() < data.len() {
         return Err(ScardError::InsufficientBuffer);
     }
-    std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
+    // Bytewise: x86 callers may hand UTF-16 buffers at odd addresses, and a
+    // typed copy to one aborts debug builds (misaligned pointer).
+    std::ptr::copy_nonoverlapping(
+        data.as_ptr().cast::<u8>(),
+        buf.cast::<u8>(),
+        std::mem::size_of_val(data),
+    );
     Ok(())
 }
 
@@ -140,7 +147,8 @@ pub(crate) unsafe fn cstr(p: *const u8) -> Option<String> {
 }
 
 #[cfg(windows)]
-/// A NUL-terminated UTF-16 string.
+/// A NUL-terminated UTF-16 string, read unaligned: x86 Windows callers may
+/// pass one at an odd address (a plain read aborts debug builds).
 ///
 /// # Safety
 /// `p` NULL or a valid NUL-terminated UTF-16 string.
@@ -148,11 +156,15 @@ pub(crate) unsafe fn wstr(p: *const u16) -> Option<String> {
     if p.is_null() {
         return None;
     }
-    let mut n = 0;
-    while *p.add(n) != 0 {
-        n += 1;
+    let mut units = Vec::new();
+    loop {
+        let c = p.add(units.len()).read_unaligned();
+        if c == 0 {
+            break;
+        }
+        units.push(c);
     }
-    Some(String::from_utf16_lossy(std::slice::from_raw_parts(p, n)))
+    Some(String::from_utf16_lossy(&units))
 }
 
 /// A multi-string (`a\0b\0\0`) of 8-bit strings.
@@ -182,7 +194,7 @@ pub(crate) unsafe fn multi_wstr(mut p: *const u16) -> Option<Vec<String>> {
         return None;
     }
     let mut out = Vec::new();
-    while *p != 0 {
+    while p.read_unaligned() != 0 {
         let s = wstr(p).unwrap_or_default();
         p = p.add(s.encode_utf16().count() + 1);
         out.push(s);

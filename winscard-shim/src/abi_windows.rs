@@ -142,9 +142,16 @@ pub extern "system" fn SCardReleaseContext(hContext: SCARDCONTEXT) -> LONG {
 
 #[no_mangle]
 pub extern "system" fn SCardIsValidContext(hContext: SCARDCONTEXT) -> LONG {
-    run("SCardIsValidContext", || {
+    let rc = run("SCardIsValidContext", || {
         crate::global()?.is_valid_context(hContext as u64)
-    })
+    });
+    // Windows documents this call's answer for a context that is not one
+    // as the Win32 ERROR_INVALID_HANDLE, not SCARD_E_INVALID_HANDLE.
+    if rc == ScardError::InvalidHandle.windows_code() as LONG {
+        windows_sys::Win32::Foundation::ERROR_INVALID_HANDLE as LONG
+    } else {
+        rc
+    }
 }
 
 #[no_mangle]
@@ -607,16 +614,14 @@ pub unsafe extern "system" fn SCardTransmit(
     pcbRecvLength: *mut DWORD,
 ) -> LONG {
     run("SCardTransmit", || {
-        if pioSendPci.is_null()
-            || pbSendBuffer.is_null()
-            || pbRecvBuffer.is_null()
-            || pcbRecvLength.is_null()
-        {
+        if pbSendBuffer.is_null() || pbRecvBuffer.is_null() || pcbRecvLength.is_null() {
             return Err(ScardError::InvalidParameter);
         }
         let apdu = std::slice::from_raw_parts(pbSendBuffer, cbSendLength as usize);
-        let proto = to_core_protocols((*pioSendPci).dwProtocol);
-        let resp = crate::global()?.transmit(hCard as u64, Some(proto), apdu)?;
+        // Windows accepts a NULL send PCI and uses the card's protocol
+        // (Wine's conformance tests, run on Windows, show it).
+        let proto = (!pioSendPci.is_null()).then(|| to_core_protocols((*pioSendPci).dwProtocol));
+        let resp = crate::global()?.transmit(hCard as u64, proto, apdu)?;
         if !pioRecvPci.is_null() {
             (*pioRecvPci).dwProtocol = shim::protocol::T1;
             (*pioRecvPci).cbPciLength = PCI_LEN;

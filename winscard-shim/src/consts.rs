@@ -62,9 +62,9 @@ pub const CARD_MODULE_NAME: &str = "msclmd.dll";
 /// The pseudo-reader that reports reader arrivals and departures.
 pub const PNP_NOTIFICATION: &str = "\\\\?PnP?\\Notification";
 
-/// `SCARD_READER_TYPE_USB`: the virtual reader presents itself as an
-/// ordinary USB reader.
-pub const READER_TYPE_USB: u32 = 0x04;
+/// `SCARD_READER_TYPE_USB` (winsmcrd.h; 0x04 is SCARD_READER_TYPE_KEYBOARD):
+/// the virtual reader presents itself as an ordinary USB reader.
+pub const READER_TYPE_USB: u32 = 0x20;
 
 /// Largest command we accept (extended APDU with 64 KiB data).
 pub const MAX_APDU: usize = 4 + 3 + 65536 + 3;

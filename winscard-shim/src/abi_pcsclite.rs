@@ -348,14 +348,12 @@ pub unsafe extern "C" fn SCardControl(
         };
         let out = crate::global()?.control(id(hCard), c, input)?;
         // lpBytesReturned is optional in pcsc-lite.
-        u::put(lpBytesReturned, out.len() as DWORD);
-        if out.len() > cbRecvLength as usize || (pbRecvBuffer.is_null() && !out.is_empty()) {
-            return Err(ScardError::InsufficientBuffer);
-        }
-        if !out.is_empty() {
-            std::ptr::copy_nonoverlapping(out.as_ptr(), pbRecvBuffer.cast::<u8>(), out.len());
-        }
-        Ok(())
+        u::copy_fixed(
+            &out,
+            pbRecvBuffer.cast::<u8>(),
+            cbRecvLength as usize,
+            lpBytesReturned,
+        )
     })
 }
 

@@ -98,17 +98,18 @@ pub(crate) unsafe fn write_out<T: Copy, D: Dword>(
     if len.is_null() {
         return Err(ScardError::InvalidParameter);
     }
-    let have = *len;
+    // Length pointers are read and written unaligned, like the buffers.
+    let have = len.read_unaligned();
     if autoallocate && have == D::AUTOALLOCATE {
         if buf.is_null() {
             return Err(ScardError::InvalidParameter);
         }
         // Unaligned: the caller's pointer variable may sit anywhere.
         (buf as *mut *mut T).write_unaligned(allocate(data));
-        *len = D::make(data.len());
+        len.write_unaligned(D::make(data.len()));
         return Ok(());
     }
-    *len = D::make(data.len());
+    len.write_unaligned(D::make(data.len()));
     if buf.is_null() {
         return Ok(());
     }
@@ -131,8 +132,33 @@ pub(crate) unsafe fn write_out<T: Copy, D: Dword>(
 /// `p` NULL or valid for a write of T.
 pub(crate) unsafe fn put<T>(p: *mut T, v: T) {
     if !p.is_null() {
-        p.write(v);
+        // Unaligned: callers may keep a DWORD anywhere (x86 allows it).
+        p.write_unaligned(v);
     }
+}
+
+/// Hands a result to a caller's fixed-size buffer (SCardControl): the
+/// length goes to `returned` (when given) in every case, and a result that
+/// does not fit, or a NULL buffer for a non-empty one, is
+/// SCARD_E_INSUFFICIENT_BUFFER.
+///
+/// # Safety
+/// `buf` NULL or valid for `cap` bytes; `returned` NULL or valid.
+pub(crate) unsafe fn copy_fixed<D: Dword>(
+    data: &[u8],
+    buf: *mut u8,
+    cap: usize,
+    returned: *mut D,
+) -> ScardResult<()> {
+    put(returned, D::make(data.len()));
+    if data.is_empty() {
+        return Ok(());
+    }
+    if buf.is_null() || data.len() > cap {
+        return Err(ScardError::InsufficientBuffer);
+    }
+    std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
+    Ok(())
 }
 
 /// A NUL-terminated 8-bit string (ANSI; our names are ASCII).

@@ -652,17 +652,16 @@ pub unsafe extern "system" fn SCardControl(
             Control::Other(dwControlCode)
         };
         let out = crate::global()?.control(hCard as u64, c, input)?;
+        // Required on Windows (optional in pcsc-lite).
         if lpBytesReturned.is_null() {
             return Err(ScardError::InvalidParameter);
         }
-        *lpBytesReturned = out.len() as DWORD;
-        if out.len() > cbOutBufferSize as usize || (lpOutBuffer.is_null() && !out.is_empty()) {
-            return Err(ScardError::InsufficientBuffer);
-        }
-        if !out.is_empty() {
-            std::ptr::copy_nonoverlapping(out.as_ptr(), lpOutBuffer.cast::<u8>(), out.len());
-        }
-        Ok(())
+        u::copy_fixed(
+            &out,
+            lpOutBuffer.cast::<u8>(),
+            cbOutBufferSize as usize,
+            lpBytesReturned,
+        )
     })
 }
 

@@ -344,7 +344,7 @@ impl KeyMaterial {
     /// raw RSA (the host padded), ECDSA over a hash, or Ed25519 over the
     /// whole message.
     pub fn sign_or_decrypt(&self, input: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-        use signature::hazmat::PrehashSigner;
+        use ecdsa::hazmat::SignPrimitive;
         match self {
             KeyMaterial::Rsa(k) => {
                 let size = k.size();
@@ -359,15 +359,22 @@ impl KeyMaterial {
                 k.private_op(input)
                     .map_err(|_| KeyError::InvalidInput("RSA operation failed"))
             }
+            // The scalar signs directly (RFC 6979 nonces, as `SigningKey`
+            // does): building a `SigningKey` would also compute the public
+            // key, which doubled the time of every signature.
             KeyMaterial::P256(k) => {
-                let sig: p256::ecdsa::Signature = p256::ecdsa::SigningKey::from(k)
-                    .sign_prehash(&fit_hash(input, 32))
+                let d = Zeroizing::new(k.to_nonzero_scalar());
+                let z = p256::FieldBytes::clone_from_slice(&fit_hash(input, 32));
+                let (sig, _) = d
+                    .try_sign_prehashed_rfc6979::<sha2::Sha256>(&z, &[])
                     .map_err(|_| KeyError::InvalidInput("ECDSA signing failed"))?;
                 Ok(Zeroizing::new(sig.to_der().as_bytes().to_vec()))
             }
             KeyMaterial::P384(k) => {
-                let sig: p384::ecdsa::Signature = p384::ecdsa::SigningKey::from(k)
-                    .sign_prehash(&fit_hash(input, 48))
+                let d = Zeroizing::new(k.to_nonzero_scalar());
+                let z = p384::FieldBytes::clone_from_slice(&fit_hash(input, 48));
+                let (sig, _) = d
+                    .try_sign_prehashed_rfc6979::<sha2::Sha384>(&z, &[])
                     .map_err(|_| KeyError::InvalidInput("ECDSA signing failed"))?;
                 Ok(Zeroizing::new(sig.to_der().as_bytes().to_vec()))
             }
@@ -965,6 +972,36 @@ mod tests {
             k.public_key_spki_der(),
             sk.public_key().to_public_key_der().unwrap().as_bytes()
         );
+    }
+
+    /// The direct scalar signature is RustCrypto's `SigningKey` signature,
+    /// byte for byte (both use RFC 6979 nonces with the curve's hash), for
+    /// hashes shorter, equal to and longer than the curve.
+    #[test]
+    fn ecdsa_matches_signing_key_exactly() {
+        use signature::hazmat::PrehashSigner;
+        let p256 = KeyMaterial::generate(AlgorithmId::EccP256).unwrap();
+        let p384 = KeyMaterial::generate(AlgorithmId::EccP384).unwrap();
+        for len in [20, 32, 48, 64] {
+            let hash: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(29)).collect();
+            let (KeyMaterial::P256(a), KeyMaterial::P384(b)) = (&p256, &p384) else {
+                unreachable!()
+            };
+            let want: p256::ecdsa::Signature = p256::ecdsa::SigningKey::from(a)
+                .sign_prehash(&fit_hash(&hash, 32))
+                .unwrap();
+            assert_eq!(
+                *p256.sign_or_decrypt(&hash).unwrap(),
+                want.to_der().as_bytes()
+            );
+            let want: p384::ecdsa::Signature = p384::ecdsa::SigningKey::from(b)
+                .sign_prehash(&fit_hash(&hash, 48))
+                .unwrap();
+            assert_eq!(
+                *p384.sign_or_decrypt(&hash).unwrap(),
+                want.to_der().as_bytes()
+            );
+        }
     }
 
     #[test]

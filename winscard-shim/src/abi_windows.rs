@@ -49,6 +49,12 @@ pub static g_rgSCardRawPci: SCARD_IO_REQUEST = SCARD_IO_REQUEST {
 /// Windows' CM_IOCTL_GET_FEATURE_REQUEST = SCARD_CTL_CODE(3400).
 const GET_FEATURE_REQUEST: u32 = 0x0031_0000 | (3400 << 2);
 
+/// What Windows answers for handle 0 in SCardReleaseContext, SCardCancel
+/// and SCardDisconnect, and for any invalid context in SCardIsValidContext:
+/// the Win32 ERROR_INVALID_HANDLE, not SCARD_E_INVALID_HANDLE (Microsoft's
+/// documentation; Wine's conformance tests, which also run on Windows).
+const NULL_HANDLE: LONG = windows_sys::Win32::Foundation::ERROR_INVALID_HANDLE as LONG;
+
 fn run(name: &'static str, f: impl FnOnce() -> ScardResult<()>) -> LONG {
     match guard(name, f) {
         Ok(()) => 0,
@@ -135,6 +141,9 @@ pub unsafe extern "system" fn SCardEstablishContext(
 
 #[no_mangle]
 pub extern "system" fn SCardReleaseContext(hContext: SCARDCONTEXT) -> LONG {
+    if hContext == 0 {
+        return NULL_HANDLE;
+    }
     run("SCardReleaseContext", || {
         crate::global()?.release_context(hContext as u64)
     })
@@ -148,7 +157,7 @@ pub extern "system" fn SCardIsValidContext(hContext: SCARDCONTEXT) -> LONG {
     // Windows documents this call's answer for a context that is not one
     // as the Win32 ERROR_INVALID_HANDLE, not SCARD_E_INVALID_HANDLE.
     if rc == ScardError::InvalidHandle.windows_code() as LONG {
-        windows_sys::Win32::Foundation::ERROR_INVALID_HANDLE as LONG
+        NULL_HANDLE
     } else {
         rc
     }
@@ -156,6 +165,9 @@ pub extern "system" fn SCardIsValidContext(hContext: SCARDCONTEXT) -> LONG {
 
 #[no_mangle]
 pub extern "system" fn SCardCancel(hContext: SCARDCONTEXT) -> LONG {
+    if hContext == 0 {
+        return NULL_HANDLE;
+    }
     run("SCardCancel", || crate::global()?.cancel(hContext as u64))
 }
 
@@ -524,6 +536,9 @@ pub unsafe extern "system" fn SCardReconnect(
 
 #[no_mangle]
 pub extern "system" fn SCardDisconnect(hCard: SCARDHANDLE, dwDisposition: DWORD) -> LONG {
+    if hCard == 0 {
+        return NULL_HANDLE;
+    }
     run("SCardDisconnect", || {
         crate::global()?.disconnect(hCard as u64, Disposition::from_u32(dwDisposition)?)
     })

@@ -8,6 +8,10 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 
 #[cfg(not(windows))]
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+#[cfg(not(windows))]
 fn serve(card_path: std::path::PathBuf) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -15,25 +19,7 @@ fn serve(card_path: std::path::PathBuf) -> String {
         let mut card = piv_applet::Card::open(&card_path).unwrap();
         for s in listener.incoming() {
             let Ok(mut s) = s else { continue };
-            vpcd::tune(&s).unwrap();
-            while let Ok(Some(f)) = vpcd::read_frame(&mut s) {
-                let reply = match vpcd::Request::parse(&f) {
-                    Some(vpcd::Request::Control(vpcd::Control::PowerOn)) => {
-                        card.power_on();
-                        None
-                    }
-                    Some(vpcd::Request::Control(vpcd::Control::Reset)) => {
-                        card.reset();
-                        None
-                    }
-                    Some(vpcd::Request::Control(vpcd::Control::GetAtr)) => Some(card.atr()),
-                    Some(vpcd::Request::Apdu(a)) => Some(card.process(a)),
-                    _ => None,
-                };
-                if let Some(r) = reply {
-                    let _ = vpcd::write_frame(&mut s, &r);
-                }
-            }
+            common::card_session(&mut card, &mut s, None);
         }
     });
     addr

@@ -11,6 +11,10 @@
 //! the reader (e.g. `vreader run --card FILE`), and the lock is not taken
 //! (whoever started that card holds it).
 
+#[cfg(not(windows))]
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 #[cfg(windows)]
 fn main() {
     eprintln!("pcscd_roundtrip measures pcscd: Linux only");
@@ -39,31 +43,7 @@ fn main() {
         let stopper = s.try_clone().unwrap();
         let t = std::thread::spawn(move || {
             let mut card = piv_applet::Card::open(&path).unwrap();
-            vpcd::tune(&s).unwrap();
-            while let Ok(Some(f)) = vpcd::read_frame(&mut s) {
-                let reply = match vpcd::Request::parse(&f) {
-                    Some(vpcd::Request::Control(vpcd::Control::PowerOn)) => {
-                        card.power_on();
-                        None
-                    }
-                    Some(vpcd::Request::Control(vpcd::Control::PowerOff)) => {
-                        card.power_off();
-                        None
-                    }
-                    Some(vpcd::Request::Control(vpcd::Control::Reset)) => {
-                        card.reset();
-                        None
-                    }
-                    Some(vpcd::Request::Control(vpcd::Control::GetAtr)) => Some(card.atr()),
-                    Some(vpcd::Request::Apdu(a)) => Some(card.process(a)),
-                    _ => None,
-                };
-                if let Some(r) = reply {
-                    if vpcd::write_frame(&mut s, &r).is_err() {
-                        break;
-                    }
-                }
-            }
+            common::card_session(&mut card, &mut s, None);
         });
         (stopper, t)
     });

@@ -12,13 +12,15 @@
 //! with the package to install; nothing is skipped.
 #![cfg(target_os = "linux")]
 
+mod common;
+use common::make_card;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ffi_abuse/abuse.c");
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
 
 /// The valgrind command line (also quoted in RELIABILITY.md).
 const VALGRIND: &[&str] = &[
@@ -138,26 +140,6 @@ fn check_every_export_is_driven(lib: &Path) {
         missing.is_empty(),
         "exports not driven by tests/ffi_abuse/abuse.c: {missing:?}"
     );
-}
-
-/// A card file with the test key and certificate in 9A (PIN 123456).
-fn make_card(dir: &Path) -> PathBuf {
-    let path = dir.join("card.json");
-    let key = std::fs::read(Path::new(DATA).join("rsa2048.key.pk8.der")).unwrap();
-    let cert = std::fs::read(Path::new(DATA).join("rsa2048.cert.der")).unwrap();
-    let mut card =
-        piv_applet::Card::create(&path, &piv_applet::CardOptions::default()).expect("create card");
-    let km = piv_applet::keys::KeyMaterial::from_pkcs8_der(&key).expect("key");
-    card.import_key(
-        piv_applet::Slot::AUTHENTICATION,
-        km,
-        piv_applet::PinPolicy::Default,
-        piv_applet::TouchPolicy::Default,
-    )
-    .expect("import key");
-    card.put_certificate(piv_applet::Slot::AUTHENTICATION, &cert)
-        .expect("certificate");
-    path
 }
 
 /// Runs the driver in `mode` under valgrind with exactly the given shim

@@ -7,10 +7,12 @@
 //! are never skipped.
 #![cfg(target_os = "linux")]
 
+mod common;
+use common::{card_session, make_card, DATA};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
 const PKCS11: &str = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
 
 fn require(tool: &str, package: &str) {
@@ -51,26 +53,6 @@ fn example(name: &str) -> PathBuf {
         assert!(st.success(), "building example {name}");
     }
     p
-}
-
-/// A card file with the test key and certificate in 9A (PIN 123456).
-fn make_card(dir: &Path) -> PathBuf {
-    let path = dir.join("card.json");
-    let key = std::fs::read(Path::new(DATA).join("rsa2048.key.pk8.der")).unwrap();
-    let cert = std::fs::read(Path::new(DATA).join("rsa2048.cert.der")).unwrap();
-    let mut card =
-        piv_applet::Card::create(&path, &piv_applet::CardOptions::default()).expect("create card");
-    let km = piv_applet::keys::KeyMaterial::from_pkcs8_der(&key).expect("key");
-    card.import_key(
-        piv_applet::Slot::AUTHENTICATION,
-        km,
-        piv_applet::PinPolicy::Default,
-        piv_applet::TouchPolicy::Default,
-    )
-    .expect("import key");
-    card.put_certificate(piv_applet::Slot::AUTHENTICATION, &cert)
-        .expect("certificate");
-    path
 }
 
 struct Env {
@@ -163,56 +145,7 @@ fn opensc_suite(env: &Env) {
         "pkcs15-tool -D:\n{dump}"
     );
 
-    let data = env.dir.path().join("data.txt");
-    std::fs::write(&data, b"signed through the winscard shim\n").unwrap();
-    let sig = env.dir.path().join("data.sig");
-    env.run(
-        "pkcs11-tool",
-        &[
-            "--module",
-            PKCS11,
-            "--login",
-            "--pin",
-            "123456",
-            "--sign",
-            "--mechanism",
-            "SHA256-RSA-PKCS",
-            "--id",
-            "01",
-            "-i",
-            data.to_str().unwrap(),
-            "-o",
-            sig.to_str().unwrap(),
-        ],
-    );
-    let pubkey = env.dir.path().join("pub.pem");
-    env.run(
-        "openssl",
-        &[
-            "x509",
-            "-inform",
-            "DER",
-            "-in",
-            &format!("{DATA}/rsa2048.cert.der"),
-            "-pubkey",
-            "-noout",
-            "-out",
-            pubkey.to_str().unwrap(),
-        ],
-    );
-    let v = stdout(&env.run(
-        "openssl",
-        &[
-            "dgst",
-            "-sha256",
-            "-verify",
-            pubkey.to_str().unwrap(),
-            "-signature",
-            sig.to_str().unwrap(),
-            data.to_str().unwrap(),
-        ],
-    ));
-    assert!(v.contains("Verified OK"), "openssl: {v}");
+    sign_and_verify(env, "suite");
 
     let t = env.run(
         "pkcs11-tool",
@@ -274,7 +207,6 @@ fn opensc_against_a_sealed_card_file() {
         pass_file.display().to_string(),
     ));
     opensc_suite(&env);
-    sign_and_verify(&env, "sealed");
     // The card's saves (PIN tries during the suite) kept it sealed.
     let file = std::fs::read_to_string(&card).unwrap();
     assert!(file.contains("virtual-piv-card-sealed"));
@@ -356,47 +288,6 @@ fn pcsc_crate_client_uses_the_shim_as_libpcsclite() {
         "served by the shim, not pcscd:\n{text}"
     );
     assert!(text.contains("pcsc-client: OK"), "{text}");
-}
-
-/// Answers one vpcd connection from the card side until it closes (the
-/// owner ends it with `shutdown` on a clone of the stream: a read timeout
-/// could cut a frame in half).
-fn card_session(
-    card: &mut piv_applet::Card,
-    s: &mut std::net::TcpStream,
-    mut first: Option<std::sync::mpsc::Sender<()>>,
-) {
-    vpcd::tune(s).unwrap();
-    loop {
-        let Ok(Some(frame)) = vpcd::read_frame(s) else {
-            return;
-        };
-        if let Some(tx) = first.take() {
-            let _ = tx.send(());
-        }
-        let reply = match vpcd::Request::parse(&frame) {
-            Some(vpcd::Request::Control(vpcd::Control::PowerOn)) => {
-                card.power_on();
-                None
-            }
-            Some(vpcd::Request::Control(vpcd::Control::PowerOff)) => {
-                card.power_off();
-                None
-            }
-            Some(vpcd::Request::Control(vpcd::Control::Reset)) => {
-                card.reset();
-                None
-            }
-            Some(vpcd::Request::Control(vpcd::Control::GetAtr)) => Some(card.atr()),
-            Some(vpcd::Request::Apdu(apdu)) => Some(card.process(apdu)),
-            _ => None,
-        };
-        if let Some(r) = reply {
-            if vpcd::write_frame(s, &r).is_err() {
-                return;
-            }
-        }
-    }
 }
 
 /// The card side of vpcd in a thread (what `vreader --listen` does): one

@@ -1,0 +1,72 @@
+//! What the shim's integration tests, benchmark and pcscd example share:
+//! the test key and certificate, a card file holding them, and the card
+//! side of a vpcd connection. (The benchmark and the example include this
+//! file by path, so not every item is used everywhere.)
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The test RSA-2048 key (PKCS#8 and PKCS#1) and its certificate.
+pub const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+
+/// A card file in `dir` with the test key and certificate in 9A, everything
+/// else at the card's defaults (PIN 123456).
+pub fn make_card(dir: &Path) -> PathBuf {
+    let path = dir.join("card.json");
+    let key = std::fs::read(Path::new(DATA).join("rsa2048.key.pk8.der")).unwrap();
+    let cert = std::fs::read(Path::new(DATA).join("rsa2048.cert.der")).unwrap();
+    let mut card =
+        piv_applet::Card::create(&path, &piv_applet::CardOptions::default()).expect("create card");
+    let km = piv_applet::keys::KeyMaterial::from_pkcs8_der(&key).expect("key");
+    card.import_key(
+        piv_applet::Slot::AUTHENTICATION,
+        km,
+        piv_applet::PinPolicy::Default,
+        piv_applet::TouchPolicy::Default,
+    )
+    .expect("import key");
+    card.put_certificate(piv_applet::Slot::AUTHENTICATION, &cert)
+        .expect("certificate");
+    path
+}
+
+/// Answers one vpcd connection from the card side until it closes (the
+/// owner ends it with `shutdown` on a clone of the stream: a read timeout
+/// could cut a frame in half).
+pub fn card_session(
+    card: &mut piv_applet::Card,
+    s: &mut std::net::TcpStream,
+    mut first: Option<std::sync::mpsc::Sender<()>>,
+) {
+    vpcd::tune(s).unwrap();
+    loop {
+        let Ok(Some(frame)) = vpcd::read_frame(s) else {
+            return;
+        };
+        if let Some(tx) = first.take() {
+            let _ = tx.send(());
+        }
+        let reply = match vpcd::Request::parse(&frame) {
+            Some(vpcd::Request::Control(vpcd::Control::PowerOn)) => {
+                card.power_on();
+                None
+            }
+            Some(vpcd::Request::Control(vpcd::Control::PowerOff)) => {
+                card.power_off();
+                None
+            }
+            Some(vpcd::Request::Control(vpcd::Control::Reset)) => {
+                card.reset();
+                None
+            }
+            Some(vpcd::Request::Control(vpcd::Control::GetAtr)) => Some(card.atr()),
+            Some(vpcd::Request::Apdu(apdu)) => Some(card.process(apdu)),
+            _ => None,
+        };
+        if let Some(r) = reply {
+            if vpcd::write_frame(s, &r).is_err() {
+                return;
+            }
+        }
+    }
+}

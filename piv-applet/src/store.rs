@@ -209,12 +209,21 @@ impl FileStore {
     }
 }
 
+impl FileStore {
+    /// Writes the state with the given protection (plain, or sealed with
+    /// that key).
+    fn write(&self, state: &CardState, sealing: Option<&SealingKey>) -> Result<(), StoreError> {
+        let plain = to_bytes(state);
+        match sealing {
+            None => write_atomically(&self.path, &plain),
+            Some(key) => write_atomically(&self.path, &key.seal(&plain)),
+        }
+    }
+}
+
 impl Store for FileStore {
     fn save(&mut self, state: &CardState) -> Result<(), StoreError> {
-        match &self.sealing {
-            None => write_atomically(&self.path, &to_bytes(state)),
-            Some(key) => write_atomically(&self.path, &key.seal(&to_bytes(state))),
-        }
+        self.write(state, self.sealing.as_ref())
     }
 
     fn path(&self) -> Option<&Path> {
@@ -226,11 +235,7 @@ impl Store for FileStore {
     }
 
     fn reseal(&mut self, state: &CardState, sealing: Option<SealingKey>) -> Result<(), StoreError> {
-        let plain = to_bytes(state);
-        match &sealing {
-            None => write_atomically(&self.path, &plain)?,
-            Some(key) => write_atomically(&self.path, &key.seal(&plain))?,
-        }
+        self.write(state, sealing.as_ref())?;
         self.sealing = sealing;
         Ok(())
     }

@@ -53,7 +53,7 @@ const GET_FEATURE_REQUEST: u32 = 0x0031_0000 | (3400 << 2);
 /// and SCardDisconnect, and for any invalid context in SCardIsValidContext:
 /// the Win32 ERROR_INVALID_HANDLE, not SCARD_E_INVALID_HANDLE (Microsoft's
 /// documentation; Wine's conformance tests, which also run on Windows).
-const NULL_HANDLE: LONG = windows_sys::Win32::Foundation::ERROR_INVALID_HANDLE as LONG;
+const WIN32_INVALID_HANDLE: LONG = windows_sys::Win32::Foundation::ERROR_INVALID_HANDLE as LONG;
 
 fn run(name: &'static str, f: impl FnOnce() -> ScardResult<()>) -> LONG {
     match guard(name, f) {
@@ -142,7 +142,7 @@ pub unsafe extern "system" fn SCardEstablishContext(
 #[no_mangle]
 pub extern "system" fn SCardReleaseContext(hContext: SCARDCONTEXT) -> LONG {
     if hContext == 0 {
-        return NULL_HANDLE;
+        return WIN32_INVALID_HANDLE;
     }
     run("SCardReleaseContext", || {
         crate::global()?.release_context(hContext as u64)
@@ -157,7 +157,7 @@ pub extern "system" fn SCardIsValidContext(hContext: SCARDCONTEXT) -> LONG {
     // Windows documents this call's answer for a context that is not one
     // as the Win32 ERROR_INVALID_HANDLE, not SCARD_E_INVALID_HANDLE.
     if rc == ScardError::InvalidHandle.windows_code() as LONG {
-        NULL_HANDLE
+        WIN32_INVALID_HANDLE
     } else {
         rc
     }
@@ -166,7 +166,7 @@ pub extern "system" fn SCardIsValidContext(hContext: SCARDCONTEXT) -> LONG {
 #[no_mangle]
 pub extern "system" fn SCardCancel(hContext: SCARDCONTEXT) -> LONG {
     if hContext == 0 {
-        return NULL_HANDLE;
+        return WIN32_INVALID_HANDLE;
     }
     run("SCardCancel", || crate::global()?.cancel(hContext as u64))
 }
@@ -537,7 +537,7 @@ pub unsafe extern "system" fn SCardReconnect(
 #[no_mangle]
 pub extern "system" fn SCardDisconnect(hCard: SCARDHANDLE, dwDisposition: DWORD) -> LONG {
     if hCard == 0 {
-        return NULL_HANDLE;
+        return WIN32_INVALID_HANDLE;
     }
     run("SCardDisconnect", || {
         crate::global()?.disconnect(hCard as u64, Disposition::from_u32(dwDisposition)?)

@@ -739,10 +739,12 @@ impl Card {
     // ---------------------------------------------------------------
     // PINs
 
+    /// The PIN or PUK a reference names; other references have no
+    /// reference data. Checking here is what lets the state-changing
+    /// closures use [`CardState::reference_mut`] directly.
     fn pin_state(&mut self, key_ref: KeyRef) -> Result<&mut PinState, StatusWord> {
         match key_ref {
-            KeyRef::Pin => Ok(&mut self.state.pin),
-            KeyRef::Puk => Ok(&mut self.state.puk),
+            KeyRef::Pin | KeyRef::Puk => Ok(self.state.reference_mut(key_ref)),
             _ => Err(StatusWord::ReferenceNotFound),
         }
     }

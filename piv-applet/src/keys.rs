@@ -15,11 +15,10 @@ use pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use rand_core::OsRng;
 use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use rsa::{BigUint, RsaPrivateKey};
-
-use crate::rsa_key::RsaKey;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::enums::AlgorithmId;
+use crate::rsa_key::RsaKey;
 use crate::tlv;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]

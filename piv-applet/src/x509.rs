@@ -44,6 +44,17 @@ impl From<der::Error> for CertError {
     }
 }
 
+/// How far into the past a certificate made "now" starts. A verifier whose
+/// clock runs behind ours (a domain controller checking a logon
+/// certificate, `openssl verify` right after an NTP step) would otherwise
+/// reject a brand-new certificate as not yet valid.
+pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(300);
+
+/// The notBefore for a certificate made now: see [`CLOCK_SKEW_ALLOWANCE`].
+pub fn valid_from_now() -> SystemTime {
+    SystemTime::now() - CLOCK_SKEW_ALLOWANCE
+}
+
 /// What a certificate we make says.
 pub struct CertRequest<'a> {
     /// RFC 4514 string, e.g. `CN=Virtual PIV,O=Example`.
@@ -336,13 +347,13 @@ pub fn certificate_request(key: &KeyMaterial, subject: &str) -> Result<Vec<u8>, 
 /// 5FFF01): subject `CN=Virtual PIV Attestation <card serial>,O=virtual-piv`
 /// (the card serial keeps cards apart), a random 16-byte serial number,
 /// basicConstraints CA (critical), keyUsage keyCertSign + cRLSign
-/// (critical), valid from now for 20 years (7305 days).
+/// (critical), valid for 20 years (7305 days) from [`valid_from_now`].
 pub fn attestation_ca(f9_key: &KeyMaterial, serial_number: u32) -> Result<Vec<u8>, CertError> {
     let subject = format!("CN=Virtual PIV Attestation {serial_number},O=virtual-piv");
     let req = CertRequest {
         subject: &subject,
         serial: &random_serial(),
-        not_before: SystemTime::now(),
+        not_before: valid_from_now(),
         days: 7305,
         extensions: vec![
             basic_constraints(true)?,
@@ -438,7 +449,7 @@ mod tests {
         CertRequest {
             subject,
             serial: &[0x80, 1],
-            not_before: SystemTime::now(),
+            not_before: valid_from_now(),
             days: 30,
             extensions: vec![],
         }
@@ -528,6 +539,40 @@ mod tests {
             .to_system_time()
             .duration_since(v.not_before.to_system_time())
             .unwrap()
+    }
+
+    #[test]
+    fn new_certificates_are_valid_for_a_verifier_whose_clock_is_behind() {
+        let dir = Dir::new();
+        let key = KeyMaterial::generate(AlgorithmId::EccP256).unwrap();
+        let path = dir.write(
+            "skew.pem",
+            pem("CERTIFICATE", &self_signed(&key, &req("CN=Skew")).unwrap()),
+        );
+        let behind = SystemTime::now() - CLOCK_SKEW_ALLOWANCE + Duration::from_secs(30);
+        let at = behind
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .to_string();
+        let out = openssl(&["verify", "-attime", &at, "-CAfile", &path, &path]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains(": OK"));
+        // Further behind than the allowance, the same check must fail.
+        let too_far = behind - Duration::from_secs(120);
+        let at = too_far
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .to_string();
+        let out = std::process::Command::new("openssl")
+            .args(["verify", "-attime", &at, "-CAfile", &path, &path])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 
     #[test]

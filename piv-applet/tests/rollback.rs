@@ -194,7 +194,7 @@ fn failed_saves_through_the_provisioning_api_leave_memory_equal_to_the_file() {
             &piv_applet::x509::CertRequest {
                 subject: "CN=rollback",
                 serial: &[1],
-                not_before: std::time::SystemTime::now(),
+                not_before: piv_applet::x509::valid_from_now(),
                 days: 1,
                 extensions: vec![],
             },

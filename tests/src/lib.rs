@@ -400,7 +400,7 @@ pub fn make_card(
         let req = piv_applet::x509::CertRequest {
             subject: &subject,
             serial: &[1, 2, 3],
-            not_before: std::time::SystemTime::now() - Duration::from_secs(60),
+            not_before: piv_applet::x509::valid_from_now(),
             days: 30,
             extensions: vec![],
         };

@@ -572,7 +572,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let req = piv_applet::x509::CertRequest {
                 subject: &subject,
                 serial: &serial,
-                not_before: std::time::SystemTime::now() - Duration::from_secs(300),
+                not_before: piv_applet::x509::valid_from_now(),
                 days,
                 extensions,
             };

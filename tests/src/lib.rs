@@ -16,6 +16,11 @@ pub const READER1: &str = "Virtual PCD 00 01";
 pub const OPENSC_PKCS11: &str = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
 pub const LOCK_FILE: &str = "/tmp/virtual-piv-e2e.lock";
 
+/// How long to wait for pcscd to see a card come or go. Generous: a
+/// loaded CI machine can take seconds, and the wait only costs time when
+/// something is wrong (the check itself still has to pass).
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -91,8 +96,14 @@ fn build_vreader() -> PathBuf {
 
 /// Runs a command, failing the test with its output if it cannot start.
 pub fn run(program: &str, args: &[&str]) -> Output {
+    run_with(program, args, &[])
+}
+
+/// [`run`] with extra environment variables (e.g. `OPENSC_CONF`).
+pub fn run_with(program: &str, args: &[&str], env: &[(String, String)]) -> Output {
     Command::new(program)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| {
@@ -104,7 +115,12 @@ pub fn run(program: &str, args: &[&str]) -> Output {
 
 /// Runs a command that must succeed; returns stdout + stderr as text.
 pub fn run_ok(program: &str, args: &[&str]) -> String {
-    let out = run(program, args);
+    run_ok_with(program, args, &[])
+}
+
+/// [`run_ok`] with extra environment variables.
+pub fn run_ok_with(program: &str, args: &[&str], env: &[(String, String)]) -> String {
+    let out = run_with(program, args, env);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -124,11 +140,12 @@ pub enum CertFrom<'a> {
     Card,
     /// A PEM file made outside the card (what was imported).
     Pem(&'a str),
+    /// A DER file made outside the card.
+    Der(&'a str),
 }
 
-/// Signs with the card's key `id` through OpenSC's PKCS#11 module (PIN
-/// 123456, `mechanism` and any `extra` pkcs11-tool arguments) and checks the
-/// signature with `openssl dgst -sha256 -verify` against `cert`.
+/// Signs with the card's key `id` through OpenSC's PKCS#11 module as the
+/// tests' pcscd sees it: see [`sign_and_verify_in`].
 pub fn pkcs11_sign_and_verify(
     rig: &Rig,
     id: &str,
@@ -136,13 +153,30 @@ pub fn pkcs11_sign_and_verify(
     extra: &[&str],
     cert: CertFrom,
 ) {
+    sign_and_verify_in(rig.dir.path(), &[], id, mechanism, extra, cert);
+}
+
+/// Signs with the card's key `id` through OpenSC's PKCS#11 module (PIN
+/// 123456, `mechanism` and any `extra` pkcs11-tool arguments) and checks the
+/// signature with `openssl dgst -sha256 -verify` against `cert`. Files go
+/// to `dir`; `env` reaches OpenSC (e.g. an `OPENSC_CONF` pointing it at
+/// another PC/SC library).
+pub fn sign_and_verify_in(
+    dir: &Path,
+    env: &[(String, String)],
+    id: &str,
+    mechanism: &str,
+    extra: &[&str],
+    cert: CertFrom,
+) {
+    let file = |name: String| dir.join(name).to_string_lossy().into_owned();
     let (msg, sig, card_cert, public) = (
-        rig.path_str("msg"),
-        rig.path_str(&format!("sig{id}")),
-        rig.path_str(&format!("cert{id}.der")),
-        rig.path_str(&format!("pub{id}.pem")),
+        file(format!("msg{id}")),
+        file(format!("sig{id}")),
+        file(format!("cert{id}.der")),
+        file(format!("pub{id}.pem")),
     );
-    std::fs::write(&msg, b"signed through pcscd, vpcd and vreader").unwrap();
+    std::fs::write(&msg, b"signed through OpenSC's PKCS#11 module").unwrap();
     let mut args = vec![
         "--module",
         OPENSC_PKCS11,
@@ -160,10 +194,10 @@ pub fn pkcs11_sign_and_verify(
         &sig,
     ];
     args.extend_from_slice(extra);
-    run_ok("pkcs11-tool", &args);
+    run_ok_with("pkcs11-tool", &args, env);
     let (form, cert_file) = match cert {
         CertFrom::Card => {
-            run_ok(
+            run_ok_with(
                 "pkcs11-tool",
                 &[
                     "--module",
@@ -176,10 +210,12 @@ pub fn pkcs11_sign_and_verify(
                     "--output-file",
                     &card_cert,
                 ],
+                env,
             );
             ("DER", card_cert.as_str())
         }
         CertFrom::Pem(file) => ("PEM", file),
+        CertFrom::Der(file) => ("DER", file),
     };
     run_ok(
         "openssl",
@@ -220,12 +256,21 @@ impl Rig {
         lock.lock().expect("e2e lock");
         pcscd("start");
         // A card left in a slot by someone else would answer in place of
-        // ours: wait briefly for it to go, then refuse to run.
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while card_present(READER0) || card_present(READER1) {
+        // ours: wait for it to go (the previous test's card leaves within
+        // pcscd's next poll), then refuse to run. A slot only counts as
+        // free when pcscd says so, not when pcscd cannot answer.
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let states = [card_state(READER0), card_state(READER1)];
+            if states.iter().all(|s| matches!(s, Ok(false))) {
+                break;
+            }
             assert!(
                 Instant::now() < deadline,
-                "a card is already in a vpcd reader (another vreader running?): the e2e tests need both slots free"
+                "the vpcd readers are not both free after {DEADLINE:?} ({READER0}: {}, {READER1}: {}; \
+                 another vreader running?): the e2e tests need both slots free",
+                describe(&states[0]),
+                describe(&states[1])
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -274,7 +319,7 @@ impl Rig {
     /// Plugs a card file into reader slot 0 and waits until pcscd sees it.
     pub fn insert(&mut self, card: &Path) {
         self.vreader(&["--card", &card.to_string_lossy()]);
-        wait_for_card(READER0, Duration::from_secs(10));
+        wait_for_card(READER0, DEADLINE);
     }
 
     pub fn pid(&self, index: usize) -> u32 {
@@ -315,9 +360,15 @@ impl Drop for Rig {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // Give vpcd a moment to notice the card left, so the next test
-        // starts with empty slots.
-        std::thread::sleep(Duration::from_millis(100));
+        // Let pcscd notice the cards left (at its next poll), so the next
+        // lock holder, which may not be a Rig, finds empty slots. Best
+        // effort: the next Rig::new checks, and a drop must not panic.
+        if !self.children.is_empty() {
+            let deadline = Instant::now() + DEADLINE;
+            while (card_present(READER0) || card_present(READER1)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 }
 
@@ -336,48 +387,80 @@ pub fn pcscd(action: &str) {
     );
 }
 
-/// Waits until pcsc-lite reports a card in `reader`.
+/// Waits until pcsc-lite reports a card in `reader` (retrying while
+/// pcscd cannot answer).
 pub fn wait_for_card(reader: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
-        if card_present(reader) {
+        let state = card_state(reader);
+        if matches!(state, Ok(true)) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "no card appeared in {reader} within {limit:?}"
+            "no card appeared in {reader} within {limit:?} (last: {})",
+            describe(&state)
         );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// Waits until pcsc-lite reports `reader` empty (pcscd notices a removed
-/// card at its next poll, up to ~0.4 s later).
+/// card at its next poll, up to ~0.4 s later). A PC/SC error is not an
+/// empty reader: it is retried until the deadline.
 pub fn wait_for_no_card(reader: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
-    while card_present(reader) {
+    loop {
+        let state = card_state(reader);
+        if matches!(state, Ok(false)) {
+            return;
+        }
         assert!(
             Instant::now() < deadline,
-            "the card in {reader} did not go away within {limit:?}"
+            "{reader} was not reported empty within {limit:?} (last: {})",
+            describe(&state)
         );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// Whether pcsc-lite sees a card in `reader` right now.
+/// Whether pcsc-lite sees a card in `reader` right now; false also when
+/// pcscd cannot answer. To tell "empty" from "unknown", use [`card_state`].
 pub fn card_present(reader: &str) -> bool {
-    let Ok(ctx) = pcsc::Context::establish(pcsc::Scope::User) else {
-        return false;
-    };
+    matches!(card_state(reader), Ok(true))
+}
+
+/// What pcsc-lite says about `reader` right now: `Ok(true)` for a card,
+/// `Ok(false)` for a reader it knows to be empty, and an error when it
+/// cannot tell (pcscd down or restarting, the reader not (yet) known or
+/// unavailable).
+pub fn card_state(reader: &str) -> Result<bool, pcsc::Error> {
+    let ctx = pcsc::Context::establish(pcsc::Scope::User)?;
     let name = std::ffi::CString::new(reader).unwrap();
     let mut states = [pcsc::ReaderState::new(name, pcsc::State::UNAWARE)];
-    if ctx
-        .get_status_change(Duration::from_millis(0), &mut states)
-        .is_err()
-    {
-        return false;
+    ctx.get_status_change(Duration::from_millis(0), &mut states)?;
+    let state = states[0].event_state();
+    if state.contains(pcsc::State::UNKNOWN) {
+        Err(pcsc::Error::UnknownReader)
+    } else if state.contains(pcsc::State::UNAVAILABLE) {
+        Err(pcsc::Error::ReaderUnavailable)
+    } else if state.contains(pcsc::State::PRESENT) {
+        Ok(true)
+    } else if state.contains(pcsc::State::EMPTY) {
+        Ok(false)
+    } else {
+        // Neither flag: pcscd has not settled the reader's state yet.
+        Err(pcsc::Error::ReaderUnavailable)
     }
-    states[0].event_state().contains(pcsc::State::PRESENT)
+}
+
+/// A [`card_state`] result for a failure message.
+fn describe(state: &Result<bool, pcsc::Error>) -> String {
+    match state {
+        Ok(true) => "card present".into(),
+        Ok(false) => "empty".into(),
+        Err(e) => format!("PC/SC error: {e}"),
+    }
 }
 
 /// Makes a card file through the library: YubiKey defaults, the given

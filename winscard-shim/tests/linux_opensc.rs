@@ -13,7 +13,7 @@ use common::{card_session, make_card, DATA};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const PKCS11: &str = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
+use e2e::{DEADLINE, OPENSC_PKCS11 as PKCS11};
 
 fn require(tool: &str, package: &str) {
     let found = std::env::var_os("PATH")
@@ -145,7 +145,7 @@ fn opensc_suite(env: &Env) {
         "pkcs15-tool -D:\n{dump}"
     );
 
-    sign_and_verify(env, "suite");
+    sign_and_verify(env);
 
     let t = env.run(
         "pkcs11-tool",
@@ -368,57 +368,18 @@ fn card_view(env: &Env) -> Vec<String> {
     out
 }
 
-fn sign_and_verify(env: &Env, tag: &str) {
-    let data = env.dir.path().join(format!("{tag}.txt"));
-    std::fs::write(&data, tag.as_bytes()).unwrap();
-    let sig = env.dir.path().join(format!("{tag}.sig"));
-    env.run(
-        "pkcs11-tool",
-        &[
-            "--module",
-            PKCS11,
-            "--login",
-            "--pin",
-            "123456",
-            "--sign",
-            "--mechanism",
-            "SHA256-RSA-PKCS",
-            "--id",
-            "01",
-            "-i",
-            data.to_str().unwrap(),
-            "-o",
-            sig.to_str().unwrap(),
-        ],
+/// Signs with key 01 through OpenSC in `env` and verifies the signature
+/// against the certificate the test card was made with.
+fn sign_and_verify(env: &Env) {
+    let cert = format!("{DATA}/rsa2048.cert.der");
+    e2e::sign_and_verify_in(
+        env.dir.path(),
+        &env.vars,
+        "01",
+        "SHA256-RSA-PKCS",
+        &[],
+        e2e::CertFrom::Der(&cert),
     );
-    let pubkey = env.dir.path().join("pub.pem");
-    env.run(
-        "openssl",
-        &[
-            "x509",
-            "-inform",
-            "DER",
-            "-in",
-            &format!("{DATA}/rsa2048.cert.der"),
-            "-pubkey",
-            "-noout",
-            "-out",
-            pubkey.to_str().unwrap(),
-        ],
-    );
-    let v = stdout(&env.run(
-        "openssl",
-        &[
-            "dgst",
-            "-sha256",
-            "-verify",
-            pubkey.to_str().unwrap(),
-            "-signature",
-            sig.to_str().unwrap(),
-            data.to_str().unwrap(),
-        ],
-    ));
-    assert!(v.contains("Verified OK"), "{tag}: {v}");
 }
 
 /// The same card file through the shim and through pcscd + vpcd: OpenSC
@@ -427,18 +388,15 @@ fn sign_and_verify(env: &Env, tag: &str) {
 #[test]
 fn same_answers_through_the_shim_and_through_pcscd() {
     tools();
-    let lock = std::fs::File::create("/tmp/virtual-piv-e2e.lock").unwrap();
+    let lock = std::fs::File::create(e2e::LOCK_FILE).unwrap();
     lock.lock().unwrap();
-    assert!(
-        Path::new("/run/pcscd/pcscd.comm").exists(),
-        "pcscd is not running: start it with `bash scripts/pcscd.sh start` (scripts/test.sh does)"
-    );
+    e2e::pcscd("start");
     let card_dir = tempfile::tempdir().unwrap();
     let card = make_card(card_dir.path());
 
     let shim = Env::new(("VIRTUAL_PIV_CARD_FILE", card.display().to_string()));
     let via_shim = card_view(&shim);
-    sign_and_verify(&shim, "shim");
+    sign_and_verify(&shim);
 
     // Now the same file, served to pcscd's vpcd slot 0 by a card thread.
     let mut c = piv_applet::Card::open(&card).expect("open card");
@@ -449,7 +407,7 @@ fn same_answers_through_the_shim_and_through_pcscd() {
     let server = std::thread::spawn(move || card_session(&mut c, &mut s, Some(tx)));
     // vpcd accepts a new card only after noticing the previous one left:
     // wait until it really talks to this session before asking pcscd.
-    rx.recv_timeout(std::time::Duration::from_secs(10))
+    rx.recv_timeout(DEADLINE)
         .expect("vpcd never talked to the card (is another card connected to slot 0?)");
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("opensc.conf");
@@ -459,7 +417,7 @@ fn same_answers_through_the_shim_and_through_pcscd() {
         dir,
         _card_dir: None,
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + DEADLINE;
     loop {
         let o = Command::new("opensc-tool")
             .args(["-r", "Virtual PCD 00 00", "-a"])
@@ -476,21 +434,22 @@ fn same_answers_through_the_shim_and_through_pcscd() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let via_pcscd = card_view(&pcscd);
-    sign_and_verify(&pcscd, "pcscd");
+    sign_and_verify(&pcscd);
     // Hang up: pcscd sees the card leave and the slot is free again.
     let _ = stopper.shutdown(std::net::Shutdown::Both);
     server.join().unwrap();
-    // Leave the slot empty for the next user: wait for pcscd to see it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while Command::new("opensc-tool")
-        .args(["-r", "Virtual PCD 00 00", "-a"])
-        .env("OPENSC_CONF", &conf)
-        .output()
-        .unwrap()
-        .status
-        .success()
-        && std::time::Instant::now() < deadline
-    {
+    // The slot is left empty for the next user: pcscd must say so (an
+    // error from pcscd is not an empty slot).
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let state = e2e::card_state(e2e::READER0);
+        if matches!(state, Ok(false)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pcscd did not report Virtual PCD 00 00 empty within {DEADLINE:?} of the hang-up: {state:?}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(via_shim, via_pcscd, "OpenSC sees the same card both ways");

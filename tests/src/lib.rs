@@ -16,9 +16,10 @@ pub const READER1: &str = "Virtual PCD 00 01";
 pub const OPENSC_PKCS11: &str = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
 pub const LOCK_FILE: &str = "/tmp/virtual-piv-e2e.lock";
 
-/// How long to wait for pcscd to see a card come or go. Generous: a
-/// loaded CI machine can take seconds, and the wait only costs time when
-/// something is wrong (the check itself still has to pass).
+/// How long the tests wait for what normally takes milliseconds (pcscd
+/// seeing a card come or go, a process listening, a log line). Generous: a
+/// loaded CI machine with slow fsync can take seconds, and the wait only
+/// costs time when something is wrong (the check itself still has to pass).
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The workspace root.

@@ -10,7 +10,7 @@ use std::ffi::CString;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use e2e::{card_present, make_card, wait_for_card, Rig, READER0};
+use e2e::{card_present, make_card, wait_for_card, wait_for_no_card, Rig, DEADLINE, READER0};
 
 const GET_VERSION: [u8; 5] = [0x00, 0xFD, 0x00, 0x00, 0x00];
 
@@ -105,10 +105,7 @@ fn spawn_floor() -> Child {
 }
 
 fn wait_gone() {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while card_present(READER0) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_no_card(READER0, DEADLINE);
 }
 
 fn vicc() -> Option<Child> {

@@ -6,6 +6,9 @@
 //!
 //! With a passphrase file the card file is sealed with that passphrase.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (path, key, cert, passphrase) = match args.as_slice() {
@@ -21,18 +24,7 @@ fn main() {
     let key = std::fs::read(key).expect("read key");
     let cert = std::fs::read(cert).expect("read certificate");
     let _ = std::fs::remove_file(path);
-    let mut card =
-        piv_applet::Card::create(path, &piv_applet::CardOptions::default()).expect("create card");
-    let km = piv_applet::keys::KeyMaterial::from_pkcs8_der(&key).expect("key");
-    card.import_key(
-        piv_applet::Slot::AUTHENTICATION,
-        km,
-        piv_applet::PinPolicy::Default,
-        piv_applet::TouchPolicy::Default,
-    )
-    .expect("import key");
-    card.put_certificate(piv_applet::Slot::AUTHENTICATION, &cert)
-        .expect("store certificate");
+    let mut card = common::create_card(std::path::Path::new(path), &key, &cert);
     if let Some(f) = passphrase {
         let p = piv_applet::Passphrase::from_file(std::path::Path::new(f)).expect("passphrase");
         card.set_passphrase(Some(&p), piv_applet::KdfParams::default())

@@ -2,7 +2,9 @@
 # Starts, stops or restarts the machine's one pcscd (foreground mode under
 # our control, debug log with APDUs), and waits until vpcd's reader slots
 # listen. Idempotent: `start` on a running pcscd does nothing.
-#   scripts/pcscd.sh start|stop|restart|status
+#   scripts/pcscd.sh start|stop|restart|status|crash
+# (crash: SIGKILL, as a crashing pcscd, and wait until it is gone; the
+# socket file stays behind, as it would.)
 # Log: $PCSCD_LOG (default /tmp/virtual-piv-pcscd.log).
 set -euo pipefail
 LOG=${PCSCD_LOG:-/tmp/virtual-piv-pcscd.log}
@@ -94,22 +96,25 @@ gone_within() {
 stop() {
   if running; then
     pkill -x pcscd || true
-    if ! gone_within 10; then
-      pkill -9 -x pcscd || true
-      if ! gone_within 10; then
-        echo "pcscd still running 10 s after SIGKILL:" >&2
-        pgrep -a -x pcscd >&2 || true
-        exit 1
-      fi
-    fi
+    gone_within 10 || crash
   fi
   rm -f "$SOCK" /run/pcscd/pcscd.pid
 }
 
+crash() {
+  pkill -9 -x pcscd || true
+  if ! gone_within 10; then
+    echo "pcscd still running 10 s after SIGKILL:" >&2
+    pgrep -a -x pcscd >&2 || true
+    exit 1
+  fi
+}
+
 case "${1:-start}" in
   start) start ;;
+  crash) crash ;;
   stop) stop ;;
   restart) stop; start ;;
   status) if running && listening; then echo "pcscd running, vpcd listening on 35963/35964"; else echo "pcscd not running"; exit 1; fi ;;
-  *) echo "usage: $0 start|stop|restart|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|restart|status|crash" >&2; exit 2 ;;
 esac

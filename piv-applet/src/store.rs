@@ -129,6 +129,9 @@ impl Store for MemoryStore {
     }
 }
 
+/// How long opening a card waits for its lock before reporting it in use.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A card file with its lock held.
 pub struct FileStore {
     path: PathBuf,
@@ -147,16 +150,31 @@ impl FileStore {
         path.with_file_name(name)
     }
 
+    /// Takes the card's lock, waiting up to [`LOCK_WAIT`] for it.
+    ///
+    /// The lock is an `flock` on an open file description, and a
+    /// multi-threaded process that spawns a program shares that description
+    /// with the child from fork until exec. So a card closed an instant ago
+    /// can still look held; only a lock held for longer than that means
+    /// another process has the card.
     fn take_lock(path: &Path) -> Result<File, StoreError> {
         let lock_path = FileStore::lock_path(path);
         let lock = open_private(&lock_path, false).map_err(|e| StoreError::io(&lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => Ok(lock),
-            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
-                path: path.to_path_buf(),
-                lock: lock_path,
-            }),
-            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io(&lock_path, e)),
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => return Ok(lock),
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Locked {
+                        path: path.to_path_buf(),
+                        lock: lock_path,
+                    })
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
+            }
         }
     }
 

@@ -110,6 +110,23 @@ fn create_refuses_to_overwrite_and_open_refuses_a_locked_card() {
     assert!(Card::open(&path).is_ok());
 }
 
+/// A lock that is let go within a moment (another thread's fork sharing
+/// the lock until its exec, a process handing the card over) is waited out
+/// rather than reported as "in use".
+#[test]
+fn open_waits_out_a_lock_released_a_moment_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("card.json");
+    let card = Card::create(&path, &opts()).unwrap();
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        drop(card);
+    });
+    let opened = Card::open(&path);
+    holder.join().unwrap();
+    assert!(opened.is_ok(), "{:?}", opened.err());
+}
+
 #[test]
 fn bad_files_name_the_file_and_the_field() {
     let dir = tempfile::tempdir().unwrap();

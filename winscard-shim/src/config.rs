@@ -428,24 +428,15 @@ pub fn open_backend(src: &CardSource) -> Result<Box<dyn Backend>, ConfigError> {
                 .as_ref()
                 .map(PassphraseSource::passphrase)
                 .transpose()?;
-            // A lock held for an instant (a process handing its card over,
-            // a fork between its fork and exec) is waited out, briefly.
-            let mut tries = 0;
-            let card = loop {
-                match Card::open_with(p, passphrase.as_ref()) {
-                    Err(piv_applet::StoreError::Locked { .. }) if tries < 25 => {
-                        tries += 1;
-                        std::thread::sleep(std::time::Duration::from_millis(40));
-                    }
-                    Err(e @ piv_applet::StoreError::Passphrase { .. }) if passphrase.is_none() => {
-                        return Err(ConfigError::Card(format!(
-                            "{e} (set {} or {})",
-                            vars::CARD_PASSPHRASE_FILE,
-                            vars::CARD_PASSPHRASE
-                        )))
-                    }
-                    r => break r.map_err(|e| ConfigError::Card(e.to_string()))?,
+            let card = match Card::open_with(p, passphrase.as_ref()) {
+                Err(e @ piv_applet::StoreError::Passphrase { .. }) if passphrase.is_none() => {
+                    return Err(ConfigError::Card(format!(
+                        "{e} (set {} or {})",
+                        vars::CARD_PASSPHRASE_FILE,
+                        vars::CARD_PASSPHRASE
+                    )))
                 }
+                r => r.map_err(|e| ConfigError::Card(e.to_string()))?,
             };
             Ok(Box::new(Embedded::new(
                 card,

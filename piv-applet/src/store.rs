@@ -130,7 +130,7 @@ impl Store for MemoryStore {
 }
 
 /// How long opening a card waits for its lock before reporting it in use.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A card file with its lock held.
 pub struct FileStore {

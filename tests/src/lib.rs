@@ -335,14 +335,14 @@ impl Rig {
     pub fn stop(&mut self, index: usize) -> std::process::ExitStatus {
         let child = &mut self.children[index];
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("vreader did not stop within 10 s of SIGTERM");
+                panic!("vreader did not stop within {DEADLINE:?} of SIGTERM");
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -455,7 +455,7 @@ fn encrypted_card_file_serves_through_pcscd() {
         &cert,
     ]);
     let i = rig.vreader_with_env(&["--card", &card], &[("VREADER_PASSPHRASE_FILE", &pw)]);
-    e2e::wait_for_card(e2e::READER0, std::time::Duration::from_secs(10));
+    e2e::wait_for_card(e2e::READER0, e2e::DEADLINE);
     pkcs11_sign_and_verify(&rig, "01", "SHA256-RSA-PKCS", &[], CertFrom::Pem(&cert));
     assert!(rig.stop(i).success());
     assert!(

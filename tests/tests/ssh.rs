@@ -1,6 +1,6 @@
 //! OpenSSH logs in with the card's key through OpenSC's PKCS#11 module.
 
-use e2e::{make_card, run_ok, Rig, OPENSC_PKCS11};
+use e2e::{make_card, run_ok, Rig, DEADLINE, OPENSC_PKCS11};
 use piv_applet::{AlgorithmId, Slot};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -61,7 +61,7 @@ fn ssh_login_with_the_card_key() {
         }
     }
     let _guard = {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + DEADLINE;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 Instant::now() < deadline,

@@ -361,7 +361,7 @@ mod tests {
     /// A blocking vpcd reader, as the winscard shim's remote backend is.
     fn serial_via_reader(addr: SocketAddr) -> Vec<u8> {
         let mut r = vpcd::ReaderConnection::connect(addr).unwrap();
-        r.set_timeout(Some(Duration::from_secs(5))).unwrap();
+        r.set_timeout(Some(Duration::from_secs(30))).unwrap();
         r.control(Control::PowerOn).unwrap();
         assert_eq!(r.atr().unwrap(), piv_applet::state::YUBIKEY5_ATR.to_vec());
         r.transmit(&GET_SERIAL).unwrap()

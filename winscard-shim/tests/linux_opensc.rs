@@ -516,7 +516,7 @@ fn opensc_against_vreader_listen() {
             }
         }
     });
-    rx.recv_timeout(std::time::Duration::from_secs(20))
+    rx.recv_timeout(DEADLINE)
         .expect("vreader --listen never said it was waiting for a reader");
     let env = Env::new(("VIRTUAL_PIV_REMOTE", addr.clone()));
     opensc_suite(&env);

@@ -178,7 +178,7 @@ fn main() {
     let (mut our_times, mut our_total) = (Vec::new(), Duration::ZERO);
     for _ in 0..rounds {
         let mut floor_child = spawn_floor();
-        wait_for_card(READER0, Duration::from_secs(10));
+        wait_for_card(READER0, DEADLINE);
         let (t, total) = sample(per_round);
         floor_times.extend(t);
         floor_total += total;
@@ -187,7 +187,7 @@ fn main() {
         wait_gone();
 
         let index = rig.vreader_with_env(&["--card", &card_file.to_string_lossy()], INFO_LOG);
-        wait_for_card(READER0, Duration::from_secs(10));
+        wait_for_card(READER0, DEADLINE);
         let (t, total) = sample(per_round);
         our_times.extend(t);
         our_total += total;
@@ -228,7 +228,7 @@ fn main() {
 
     let vicc_n = 100;
     let vicc_stats = vicc().map(|mut child| {
-        wait_for_card(READER0, Duration::from_secs(10));
+        wait_for_card(READER0, DEADLINE);
         let s = measure(vicc_n);
         let _ = child.kill();
         let _ = child.wait();

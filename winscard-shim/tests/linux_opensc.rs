@@ -440,18 +440,7 @@ fn same_answers_through_the_shim_and_through_pcscd() {
     server.join().unwrap();
     // The slot is left empty for the next user: pcscd must say so (an
     // error from pcscd is not an empty slot).
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let state = e2e::card_state(e2e::READER0);
-        if matches!(state, Ok(false)) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pcscd did not report Virtual PCD 00 00 empty within {DEADLINE:?} of the hang-up: {state:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    e2e::wait_for_no_card(e2e::READER0, DEADLINE);
     assert_eq!(via_shim, via_pcscd, "OpenSC sees the same card both ways");
     assert!(
         via_shim.iter().any(|l| l.contains("serial")),

@@ -302,7 +302,7 @@ impl Rig {
         args: &[&str],
         env: &[(&str, V)],
     ) -> usize {
-        let log = File::create(self.path(&format!("vreader-{}.log", self.children.len()))).unwrap();
+        let log = File::create(self.log_path(self.children.len())).unwrap();
         let child = Command::new(vreader_bin())
             .arg("run")
             .args(args)
@@ -327,8 +327,13 @@ impl Rig {
         self.children[index].id()
     }
 
+    /// Where vreader `index` logs (stdout and stderr).
+    pub fn log_path(&self, index: usize) -> PathBuf {
+        self.path(&format!("vreader-{index}.log"))
+    }
+
     pub fn log(&self, index: usize) -> String {
-        std::fs::read_to_string(self.path(&format!("vreader-{index}.log"))).unwrap_or_default()
+        read_log(&self.log_path(index))
     }
 
     /// Stops a vreader with SIGTERM and waits for it to exit.
@@ -386,6 +391,30 @@ pub fn pcscd(action: &str) {
         "scripts/pcscd.sh {action}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A log file's text so far, empty if it is not there yet (lossy, so odd
+/// bytes do not hide the rest).
+pub fn read_log(log: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned()
+}
+
+/// Waits until `log` contains `line` (a process logs it when it gets
+/// there, which on a loaded machine can take a while).
+pub fn wait_for_log(log: &Path, line: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let text = read_log(log);
+        if text.contains(line) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not get {line:?} within {DEADLINE:?}:\n{text}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Waits until pcsc-lite reports a card in `reader` (retrying while

@@ -240,19 +240,8 @@ fn pcscd_absent_at_start_then_started() {
     make_card(&card_file, AlgorithmId::Aes192, &[]);
     pcscd("stop");
     let index = rig.vreader(&["--card", &card_file.to_string_lossy()]);
-    // vreader says so at its first failed dial; wait for the line.
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let log = rig.log(index);
-        if log.contains("is pcscd running") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no clear message within {DEADLINE:?} while pcscd is absent: {log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // A clear message while pcscd is absent, at vreader's first failed dial.
+    e2e::wait_for_log(&rig.log_path(index), "is pcscd running");
     pcscd("start");
     wait_for_card(READER0, DEADLINE);
     let r = transmit(&connect(READER0), &SELECT);

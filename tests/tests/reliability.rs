@@ -6,7 +6,7 @@
 // DEADLINE (30 s) also bounds every wait here for what normally takes
 // milliseconds (vreader listening, an acknowledgement, a log line): a
 // loaded CI machine with slow fsync can take seconds.
-use e2e::{make_card, pcscd, vreader_bin, wait_for_card, Rig, DEADLINE, READER0};
+use e2e::{make_card, pcscd, vreader_bin, wait_for_card, wait_for_log, Rig, DEADLINE, READER0};
 use piv_applet::{store, AlgorithmId, Card};
 use std::io::{Read, Seek, Write};
 use std::net::TcpStream;
@@ -62,23 +62,6 @@ fn log_since(log: &std::path::Path, from: u64) -> String {
         text = String::from_utf8_lossy(&bytes).into_owned();
     }
     text
-}
-
-/// Waits until vreader has logged `line` (it logs a dropped peer after
-/// closing its socket, so the peer can see the close first).
-fn wait_for_log(log: &std::path::Path, line: &str) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let text = log_since(log, 0);
-        if text.contains(line) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "vreader did not log {line:?} within {DEADLINE:?}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Starts `vreader run --listen` with `cards` on fresh consecutive ports
@@ -655,6 +638,8 @@ fn hostile_listen_mode_peers_are_dropped_and_other_cards_go_on() {
             Ok(_) => panic!("a hostile peer ({why}) got an answer instead of being dropped"),
             Err(e) => panic!("a hostile peer ({why}) was not dropped within {DEADLINE:?}: {e}"),
         }
+        // vreader logs a dropped peer after closing its socket, so the
+        // peer can see the close first.
         wait_for_log(&log, why);
         check_good();
     }

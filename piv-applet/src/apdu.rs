@@ -2,6 +2,7 @@
 
 use crate::codec::{DecodeError, Reader};
 use crate::enums::{Ins, StatusWord};
+use zeroize::Zeroizing;
 
 /// A parsed command APDU borrowing its data field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,15 +104,22 @@ pub fn build_command(cla: u8, ins: u8, p1: u8, p2: u8, data: &[u8], le: Option<u
     v
 }
 
-/// A response APDU: data followed by a status word.
+/// A response APDU: data followed by a status word. The data is wiped
+/// when the response drops: it may be a decrypted block, a shared secret or
+/// a PIN-protected object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
-    pub data: Vec<u8>,
+    pub data: Zeroizing<Vec<u8>>,
     pub sw: StatusWord,
 }
 
 impl Response {
     pub fn ok(data: Vec<u8>) -> Response {
+        Response::secret(Zeroizing::new(data))
+    }
+
+    /// A success whose data was built in a wiped buffer from the start.
+    pub fn secret(data: Zeroizing<Vec<u8>>) -> Response {
         Response {
             data,
             sw: StatusWord::Success,
@@ -120,13 +128,13 @@ impl Response {
 
     pub fn status(sw: StatusWord) -> Response {
         Response {
-            data: Vec::new(),
+            data: Zeroizing::new(Vec::new()),
             sw,
         }
     }
 
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.data.len() + 2);
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut v = Zeroizing::new(Vec::with_capacity(self.data.len() + 2));
         v.extend_from_slice(&self.data);
         v.extend_from_slice(&u16::from(self.sw).to_be_bytes());
         v
@@ -139,7 +147,7 @@ impl Response {
         }
         let (data, sw) = bytes.split_at(bytes.len() - 2);
         Ok(Response {
-            data: data.to_vec(),
+            data: Zeroizing::new(data.to_vec()),
             sw: StatusWord::from(u16::from_be_bytes([sw[0], sw[1]])),
         })
     }

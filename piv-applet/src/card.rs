@@ -7,6 +7,7 @@ use rand_core::{OsRng, RngCore};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::access::{self, CommandRule, KeyUseRule};
 use crate::apdu::{Command, Response};
 use crate::enums::{
     AlgorithmId, Ins, KeyOrigin, KeyRef, ObjectId, PinPolicy, Slot, StatusWord, TouchPolicy,
@@ -25,10 +26,7 @@ use crate::{tlv, x509};
 /// Largest command a chain may assemble; beyond it the chain is refused
 /// with 6A84 rather than growing without bound.
 pub const MAX_CHAINED_COMMAND: usize = 64 * 1024;
-/// Largest value of one data object (a facial image is ~12 KB).
-pub const MAX_OBJECT_SIZE: usize = 16 * 1024;
-/// Largest total of all data objects, as a real card's EEPROM would be.
-pub const MAX_TOTAL_OBJECTS: usize = 512 * 1024;
+pub use crate::state::{NoRoom, MAX_OBJECT_SIZE, MAX_TOTAL_OBJECTS};
 
 /// What the card does when a key's touch policy asks for a touch: the
 /// user cannot touch a virtual card, so the host configures an answer.
@@ -80,6 +78,8 @@ pub enum CardError {
     Key(#[from] crate::keys::KeyError),
     #[error("certificate error: {0}")]
     Cert(#[from] x509::CertError),
+    #[error(transparent)]
+    NoRoom(#[from] NoRoom),
     #[error("{0}")]
     Invalid(String),
 }
@@ -95,19 +95,38 @@ enum Challenge {
 /// INS, P1 and P2 that every chunk of one command chain repeats.
 type ChainHeader = (Ins, u8, u8);
 
+/// A command chain being received: its header, the data so far, and
+/// whether the PIN was verified just before the chain began.
+struct Chain {
+    header: ChainHeader,
+    data: Zeroizing<Vec<u8>>,
+    pin_just_verified: bool,
+}
+
 /// Per-session state, lost at reset or power off.
 #[derive(Default)]
 struct Session {
     selected: bool,
     pin_verified: bool,
-    /// Set by a successful VERIFY, consumed by one PIN-always key use.
+    /// Set by a successful VERIFY; every later command takes it away (a
+    /// command chain carries it to its last chunk), so a PIN-always key
+    /// can only be used by the command right after VERIFY.
     pin_fresh: bool,
     mgmt_authenticated: bool,
     challenge: Option<Challenge>,
-    /// Command chaining: header and data received so far.
-    chain: Option<(ChainHeader, Zeroizing<Vec<u8>>)>,
+    chain: Option<Chain>,
     /// Response bytes still to be fetched with GET RESPONSE.
     pending: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// What the session has proved so far: read-only, for hosts that show
+/// the card's state and for the access-rule tests and fuzz oracle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SecurityStatus {
+    pub pin_verified: bool,
+    /// The last command was a successful VERIFY (PIN-always keys).
+    pub pin_just_verified: bool,
+    pub mgmt_authenticated: bool,
 }
 
 /// A request after transport processing: chaining undone, CLA checked.
@@ -116,6 +135,8 @@ struct Req<'a> {
     p1: u8,
     p2: u8,
     data: &'a [u8],
+    /// The command before this one was a successful VERIFY.
+    pin_just_verified: bool,
 }
 
 type Res = Result<Response, StatusWord>;
@@ -308,9 +329,26 @@ impl Card {
         self.reset();
     }
 
-    /// Processes one command APDU and returns the response APDU.
-    pub fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
+    /// Processes one command APDU and returns the response APDU, in a
+    /// buffer that is wiped when dropped (it may hold decrypted data, a
+    /// shared secret or a PIN-protected object).
+    pub fn transmit(&mut self, apdu: &[u8]) -> Zeroizing<Vec<u8>> {
         self.transport(apdu).to_bytes()
+    }
+
+    /// [`Self::transmit`] into a plain vector, for tests and tools whose
+    /// answers hold nothing secret.
+    pub fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
+        self.transmit(apdu).to_vec()
+    }
+
+    /// What this session has proved (PIN, management key).
+    pub fn security_status(&self) -> SecurityStatus {
+        SecurityStatus {
+            pin_verified: self.session.pin_verified,
+            pin_just_verified: self.session.pin_fresh,
+            mgmt_authenticated: self.session.mgmt_authenticated,
+        }
     }
 
     // ---------------------------------------------------------------
@@ -384,6 +422,9 @@ impl Card {
             origin: KeyOrigin::Imported,
         };
         let cert = certificate.map(CardState::certificate_object_value);
+        if let Some(c) = &cert {
+            self.state.check_room(id, c.len())?;
+        }
         self.save_or_undo(
             |s| {
                 let old_key = s.keys.insert(slot, ks);
@@ -450,6 +491,7 @@ impl Card {
     pub fn put_certificate(&mut self, slot: Slot, der: &[u8]) -> Result<(), CardError> {
         let id = slot.certificate_object();
         let value = CardState::certificate_object_value(der);
+        self.state.check_room(id, value.len())?;
         self.save_or_undo(
             |s| s.objects.insert(id, value),
             |s, previous| put_back(&mut s.objects, id, previous),
@@ -491,6 +533,9 @@ impl Card {
     // Transport
 
     fn transport(&mut self, apdu: &[u8]) -> Response {
+        // Whatever this APDU is, it is not VERIFY's successor any more
+        // unless it continues the chain that was.
+        let pin_just_verified = std::mem::take(&mut self.session.pin_fresh);
         let cmd = match Command::parse(apdu) {
             Ok(c) => c,
             Err(_) => {
@@ -509,36 +554,41 @@ impl Card {
         }
         self.session.pending = None;
         let header = (cmd.ins, cmd.p1, cmd.p2);
-        let chain = match self.session.chain.take() {
-            Some((h, buf)) if h == header => Some(buf),
+        let continued = match self.session.chain.take() {
+            Some(c) if c.header == header => Some(c),
             _ => None,
         };
         if cmd.is_chained() {
-            let mut buf = chain.unwrap_or_default();
-            if buf.len() + cmd.data.len() > MAX_CHAINED_COMMAND {
+            let mut chain = continued.unwrap_or(Chain {
+                header,
+                data: Zeroizing::new(Vec::new()),
+                pin_just_verified,
+            });
+            if chain.data.len() + cmd.data.len() > MAX_CHAINED_COMMAND {
                 return StatusWord::NotEnoughMemory.into();
             }
-            buf.extend_from_slice(cmd.data);
-            self.session.chain = Some((header, buf));
+            extend_wiped(&mut chain.data, cmd.data);
+            self.session.chain = Some(chain);
             return Response::ok(Vec::new());
         }
         let joined;
-        let data = match chain {
-            Some(mut buf) => {
-                if buf.len() + cmd.data.len() > MAX_CHAINED_COMMAND {
+        let (data, pin_just_verified) = match continued {
+            Some(mut chain) => {
+                if chain.data.len() + cmd.data.len() > MAX_CHAINED_COMMAND {
                     return StatusWord::NotEnoughMemory.into();
                 }
-                buf.extend_from_slice(cmd.data);
-                joined = buf;
-                &joined[..]
+                extend_wiped(&mut chain.data, cmd.data);
+                joined = chain;
+                (&joined.data[..], joined.pin_just_verified)
             }
-            None => cmd.data,
+            None => (cmd.data, pin_just_verified),
         };
         let req = Req {
             ins: cmd.ins,
             p1: cmd.p1,
             p2: cmd.p2,
             data,
+            pin_just_verified,
         };
         let resp = self.dispatch(&req).unwrap_or_else(Response::status);
         let limit = cmd.le.unwrap_or(if cmd.extended { 65536 } else { 256 });
@@ -636,8 +686,17 @@ impl Card {
         })
     }
 
-    fn require_mgmt(&self) -> Result<(), StatusWord> {
-        if self.session.mgmt_authenticated {
+    /// Enforces the part of a command's [`access::command_rule`] that the
+    /// session alone decides; the handlers check the rest (the object, the
+    /// key, the reference data), which needs the command's data.
+    fn authorize(&self, ins: Ins) -> Result<(), StatusWord> {
+        let s = &self.session;
+        let allowed = match access::command_rule(ins) {
+            Some(CommandRule::ManagementKey) => s.mgmt_authenticated,
+            Some(CommandRule::ManagementKeyAndPin) => s.mgmt_authenticated && s.pin_verified,
+            _ => true,
+        };
+        if allowed {
             Ok(())
         } else {
             Err(StatusWord::SecurityStatusNotSatisfied)
@@ -700,7 +759,7 @@ impl Card {
 
     fn put_data(&mut self, req: &Req<'_>) -> Res {
         expect_p1p2(req, 0x3F, 0xFF)?;
-        self.require_mgmt()?;
+        self.authorize(req.ins)?;
         let tlvs = tlv::parse_all(req.data).map_err(|_| StatusWord::IncorrectData)?;
         let (id, value) = match tlvs.as_slice() {
             [bare] if bare.tag == 0x7E || bare.tag == 0x7F61 => {
@@ -715,14 +774,9 @@ impl Card {
         if !id.is_known() || id == ObjectId::DISCOVERY && tlv::find(&value, 0x7E).is_none() {
             return Err(StatusWord::IncorrectData);
         }
-        if value.len() > MAX_OBJECT_SIZE {
-            return Err(StatusWord::NotEnoughMemory);
-        }
-        let old = self.state.objects.get(&id).map_or(0, Vec::len);
-        let total: usize = self.state.objects.values().map(Vec::len).sum();
-        if total - old + value.len() > MAX_TOTAL_OBJECTS {
-            return Err(StatusWord::NotEnoughMemory);
-        }
+        self.state
+            .check_room(id, value.len())
+            .map_err(|_| StatusWord::NotEnoughMemory)?;
         self.persist_or_undo(
             |s| {
                 if value.is_empty() {
@@ -785,7 +839,6 @@ impl Card {
         match (req.p1, req.data.len()) {
             (0xFF, 0) => {
                 self.session.pin_verified = false;
-                self.session.pin_fresh = false;
                 Ok(Response::ok(Vec::new()))
             }
             (0x00, 0) => {
@@ -799,7 +852,6 @@ impl Card {
             }
             (0x00, PIN_BLOCK_LEN) => {
                 self.session.pin_verified = false;
-                self.session.pin_fresh = false;
                 self.check_reference(KeyRef::Pin, req.data)?;
                 self.session.pin_verified = true;
                 self.session.pin_fresh = true;
@@ -873,7 +925,12 @@ impl Card {
         if KeyRef::from(req.p2) == KeyRef::ManagementKey {
             return self.authenticate_management(req.p1, witness, challenge, response);
         }
-        let slot = Slot::new(req.p2).ok_or(StatusWord::IncorrectP1P2)?;
+        // F9 is answered as any key reference GENERAL AUTHENTICATE does not
+        // take (6A86, incorrect P1-P2). Yubico documents F9 only for ATTEST,
+        // IMPORT and its certificate object, and its SDKs refuse to send a
+        // signature request to it; the exact word a YubiKey 5.7 answers was
+        // not measured here.
+        let slot = access::general_authenticate_slot(req.p2).ok_or(StatusWord::IncorrectP1P2)?;
         let Some(ks) = self.state.keys.get(&slot) else {
             return Err(StatusWord::IncorrectData);
         };
@@ -885,17 +942,13 @@ impl Card {
             (None, Some([]), Some(p)) if !p.is_empty() => Operation::Ecdh(p),
             _ => return Err(StatusWord::IncorrectData),
         };
-        let policy = match ks.pin_policy {
-            PinPolicy::Default => slot.default_pin_policy(),
-            p => p,
+        let allowed = match access::key_use_rule(slot, ks.pin_policy) {
+            KeyUseRule::Free => true,
+            KeyUseRule::PinVerified => self.session.pin_verified,
+            KeyUseRule::PinJustVerified => self.session.pin_verified && req.pin_just_verified,
         };
-        match policy {
-            PinPolicy::Never => {}
-            PinPolicy::Always | PinPolicy::MatchAlways if !self.session.pin_fresh => {
-                return Err(StatusWord::SecurityStatusNotSatisfied)
-            }
-            _ if !self.session.pin_verified => return Err(StatusWord::SecurityStatusNotSatisfied),
-            _ => {}
+        if !allowed {
+            return Err(StatusWord::SecurityStatusNotSatisfied);
         }
         self.touch(ks.touch_policy)?;
         let result = match input {
@@ -903,10 +956,13 @@ impl Card {
             Operation::Ecdh(p) => ks.key.ecdh(p),
         }
         .map_err(|_| StatusWord::IncorrectData)?;
-        if matches!(policy, PinPolicy::Always | PinPolicy::MatchAlways) {
-            self.session.pin_fresh = false;
-        }
-        Ok(Response::ok(tlv::encode(0x7C, &tlv::encode(0x82, &result))))
+        // 7C { 82 { result } }, built in wiped buffers: the result may be a
+        // decrypted block or a shared secret.
+        let mut inner = Zeroizing::new(Vec::with_capacity(result.len() + 4));
+        tlv::write(&mut inner, 0x82, &result);
+        let mut outer = Zeroizing::new(Vec::with_capacity(inner.len() + 4));
+        tlv::write(&mut outer, 0x7C, &inner);
+        Ok(Response::secret(outer))
     }
 
     fn authenticate_management(
@@ -1028,10 +1084,8 @@ impl Card {
         if req.p1 != 0 {
             return Err(StatusWord::IncorrectP1P2);
         }
-        let slot = Slot::new(req.p2)
-            .filter(|s| *s != Slot::ATTESTATION)
-            .ok_or(StatusWord::IncorrectP1P2)?;
-        self.require_mgmt()?;
+        let slot = Slot::new_piv(req.p2).ok_or(StatusWord::IncorrectP1P2)?;
+        self.authorize(req.ins)?;
         let template = tlv::parse_one(req.data).map_err(|_| StatusWord::IncorrectData)?;
         if template.tag != 0xAC {
             return Err(StatusWord::IncorrectData);
@@ -1065,7 +1119,7 @@ impl Card {
         if !alg.is_asymmetric() {
             return Err(StatusWord::IncorrectP1P2);
         }
-        self.require_mgmt()?;
+        self.authorize(req.ins)?;
         let tlvs = tlv::parse_all(req.data).map_err(|_| StatusWord::IncorrectData)?;
         let (pin_policy, touch_policy) = Card::policies(&tlvs)?;
         let key = KeyMaterial::import(alg, req.data).map_err(|_| StatusWord::IncorrectData)?;
@@ -1082,18 +1136,16 @@ impl Card {
     }
 
     fn move_key(&mut self, req: &Req<'_>) -> Res {
-        let src = Slot::new(req.p2)
-            .filter(|s| *s != Slot::ATTESTATION)
-            .ok_or(StatusWord::IncorrectP1P2)?;
+        let src = Slot::new_piv(req.p2).ok_or(StatusWord::IncorrectP1P2)?;
         let dest = match req.p1 {
             0xFF => None,
             d => Some(
-                Slot::new(d)
-                    .filter(|s| *s != Slot::ATTESTATION && *s != src)
+                Slot::new_piv(d)
+                    .filter(|s| *s != src)
                     .ok_or(StatusWord::IncorrectP1P2)?,
             ),
         };
-        self.require_mgmt()?;
+        self.authorize(req.ins)?;
         if !self.state.keys.contains_key(&src) {
             return Err(StatusWord::ReferenceNotFound);
         }
@@ -1128,7 +1180,7 @@ impl Card {
             (0xFF, 0xFE) => TouchPolicy::Always,
             _ => return Err(StatusWord::IncorrectP1P2),
         };
-        self.require_mgmt()?;
+        self.authorize(req.ins)?;
         let [alg, key_ref, len, key @ ..] = req.data else {
             return Err(StatusWord::IncorrectData);
         };
@@ -1197,9 +1249,7 @@ impl Card {
         if req.p2 != 0 {
             return Err(StatusWord::IncorrectP1P2);
         }
-        let slot = Slot::new(req.p1)
-            .filter(|s| *s != Slot::ATTESTATION)
-            .ok_or(StatusWord::IncorrectP1P2)?;
+        let slot = Slot::new_piv(req.p1).ok_or(StatusWord::IncorrectP1P2)?;
         let ks = self
             .state
             .keys
@@ -1264,10 +1314,7 @@ impl Card {
         if pin_tries == 0 || puk_tries == 0 || pin_tries > 15 || puk_tries > 15 {
             return Err(StatusWord::IncorrectP1P2);
         }
-        self.require_mgmt()?;
-        if !self.session.pin_verified {
-            return Err(StatusWord::SecurityStatusNotSatisfied);
-        }
+        self.authorize(req.ins)?;
         self.persist_or_undo(
             |s| {
                 (
@@ -1279,6 +1326,20 @@ impl Card {
         )?;
         Ok(Response::ok(Vec::new()))
     }
+}
+
+/// Appends to a buffer that may hold secrets (a chained PIN, an imported
+/// key) without leaving a copy behind: when the buffer must grow, its
+/// contents move to a larger one and the old one is wiped as it drops,
+/// where `Vec`'s own growth would free it unwiped.
+fn extend_wiped(buf: &mut Zeroizing<Vec<u8>>, more: &[u8]) {
+    let needed = buf.len() + more.len();
+    if needed > buf.capacity() {
+        let mut bigger = Zeroizing::new(Vec::with_capacity(needed.max(2 * buf.capacity())));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(more);
 }
 
 /// Restores a map entry to what it was: `previous` back in, or the key
@@ -1297,10 +1358,7 @@ enum Operation<'a> {
 
 /// The policies a key really has: slot defaults filled in.
 fn resolved_policies(slot: Slot, ks: &KeySlot) -> (PinPolicy, TouchPolicy) {
-    let pin = match ks.pin_policy {
-        PinPolicy::Default => slot.default_pin_policy(),
-        p => p,
-    };
+    let pin = access::resolve_pin_policy(slot, ks.pin_policy);
     let touch = match ks.touch_policy {
         TouchPolicy::Default => TouchPolicy::Never,
         t => t,

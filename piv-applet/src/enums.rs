@@ -248,6 +248,12 @@ impl Slot {
         }
     }
 
+    /// One of the 24 PIV slots (not the attestation slot): what every
+    /// command but ATTEST and IMPORT accepts as a key.
+    pub fn new_piv(key_ref: u8) -> Option<Slot> {
+        Slot::new(key_ref).filter(|s| *s != Slot::ATTESTATION)
+    }
+
     /// The key reference byte.
     pub fn key_ref(self) -> u8 {
         self.0
@@ -385,15 +391,10 @@ impl ObjectId {
     pub const YUBICO_ATTESTATION: ObjectId = ObjectId(0x5FFF01);
     pub const YUBICO_PIVMAN_PROTECTED: ObjectId = ObjectId(0x5FC109);
 
-    /// Objects that may only be read after PIN verification.
+    /// Objects that may only be read after PIN verification (the rule
+    /// lives in [`crate::access`]).
     pub fn pin_protected(self) -> bool {
-        matches!(
-            self,
-            ObjectId::PRINTED_INFORMATION
-                | ObjectId::FINGERPRINTS
-                | ObjectId::FACIAL_IMAGE
-                | ObjectId::IRIS
-        )
+        crate::access::object_read_rule(self) == crate::access::ReadRule::Pin
     }
 
     /// Whether the card accepts this object in GET/PUT DATA at all.

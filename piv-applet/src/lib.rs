@@ -5,6 +5,7 @@
 //! state [`store`], which writes every change atomically before the card
 //! answers, so a crash at any instant leaves a loadable card.
 
+pub mod access;
 pub mod apdu;
 pub mod card;
 pub mod codec;

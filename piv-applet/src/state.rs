@@ -30,6 +30,32 @@ pub const YUBIKEY5_ATR: [u8; 23] = [
     0x75, 0x62, 0x69, 0x4B, 0x65, 0x79, 0x40,
 ];
 
+/// Largest value (the contents of tag 53) of one data object: a YubiKey's
+/// 3072-byte object buffer less 9 bytes of tags and lengths (`CB_OBJ_MAX`
+/// in yubico-piv-tool's ykpiv.h and in yubikey.rs `consts.rs`); a 3052-byte
+/// certificate is the largest that fits with its 70/71/FE wrapping.
+/// Software tested against this card must not count on more room than a
+/// real key has.
+pub const MAX_OBJECT_SIZE: usize = 3063;
+/// Largest total of all data objects: a YubiKey 5's PIV object storage
+/// (about 51,000 bytes: Yubico SDK documentation, "PIV data objects",
+/// table 1C; certificates share it, so 24 certificates of the maximum size
+/// do not fit, as Yubico's "certificate size" page says).
+pub const MAX_TOTAL_OBJECTS: usize = 51_000;
+
+/// An object that does not fit where a YubiKey would refuse it too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NoRoom {
+    #[error("object {id} would be {len} bytes; a YubiKey holds at most {MAX_OBJECT_SIZE} bytes in one object")]
+    ObjectTooLarge { id: ObjectId, len: usize },
+    #[error("object {id} ({len} bytes) would bring the card's objects to {total} bytes; a YubiKey holds at most {MAX_TOTAL_OBJECTS}")]
+    CardFull {
+        id: ObjectId,
+        len: usize,
+        total: usize,
+    },
+}
+
 /// A PIN or PUK with its retry counter.
 #[derive(Clone)]
 pub struct PinState {
@@ -275,6 +301,28 @@ impl CardState {
             }
             _ => Some(der.to_vec()),
         }
+    }
+
+    /// Whether an object of `len` bytes may replace `id`'s current value
+    /// within a YubiKey's limits.
+    pub fn check_room(&self, id: ObjectId, len: usize) -> Result<(), NoRoom> {
+        if len > MAX_OBJECT_SIZE {
+            return Err(NoRoom::ObjectTooLarge { id, len });
+        }
+        let others: usize = self
+            .objects
+            .iter()
+            .filter(|(k, _)| **k != id)
+            .map(|(_, v)| v.len())
+            .sum();
+        if others + len > MAX_TOTAL_OBJECTS {
+            return Err(NoRoom::CardFull {
+                id,
+                len,
+                total: others + len,
+            });
+        }
+        Ok(())
     }
 
     /// Value of a certificate object as YubiKey tools write it.

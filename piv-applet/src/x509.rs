@@ -398,10 +398,7 @@ pub fn attestation(
         "CN=YubiKey PIV Attestation {:02x}",
         what.slot.key_ref()
     ))?;
-    let pin_policy = match what.pin_policy {
-        PinPolicy::Default => what.slot.default_pin_policy(),
-        p => p,
-    };
+    let pin_policy = crate::access::resolve_pin_policy(what.slot, what.pin_policy);
     let touch_policy = match what.touch_policy {
         TouchPolicy::Default => TouchPolicy::Never,
         t => t,

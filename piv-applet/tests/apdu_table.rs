@@ -393,7 +393,7 @@ fn command_chaining() {
     );
     assert_eq!(host.verify_pin(b"123456"), StatusWord::Success);
     let got = host.get_data(&[0x5F, 0xC1, 0x08]);
-    assert_eq!(got.data, piv_applet::tlv::encode(0x53, &value));
+    assert_eq!(*got.data, piv_applet::tlv::encode(0x53, &value));
     // A chain broken by another command is dropped: the final chunk alone
     // is then an incomplete PUT DATA.
     host.raw(&piv_applet::apdu::build_command(
@@ -495,12 +495,12 @@ fn key_history_follows_retired_certificates() {
         StatusWord::Success
     );
     assert_eq!(
-        host.get_data(&[0x5F, 0xC1, 0x0C]).data,
+        *host.get_data(&[0x5F, 0xC1, 0x0C]).data,
         hex("53 08 C101 02 C201 00 FE00")
     );
     assert_eq!(host.put_data(&[0x5F, 0xC1, 0x0E], &[]), StatusWord::Success);
     assert_eq!(
-        host.get_data(&[0x5F, 0xC1, 0x0C]).data,
+        *host.get_data(&[0x5F, 0xC1, 0x0C]).data,
         hex("53 08 C101 01 C201 00 FE00")
     );
 }

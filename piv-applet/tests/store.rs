@@ -38,7 +38,7 @@ fn every_change_is_on_disk_before_the_answer() {
         host.raw(&common::hex("00200080")).sw,
         StatusWord::VerifyFail(2)
     );
-    assert_eq!(host.raw(&common::hex("00F8000000")).data, vec![0, 0, 0, 7]);
+    assert_eq!(*host.raw(&common::hex("00F8000000")).data, vec![0, 0, 0, 7]);
     assert_eq!(host.raw(&common::hex("00F7009A00")).sw, StatusWord::Success);
 }
 

@@ -89,7 +89,7 @@ impl Host {
     pub fn ok(&mut self, ins: u8, p1: u8, p2: u8, data: &[u8]) -> Vec<u8> {
         let r = self.send(ins, p1, p2, data);
         assert_eq!(r.sw, StatusWord::Success, "INS {ins:02X} {p1:02X} {p2:02X}");
-        r.data
+        r.data.to_vec()
     }
 
     pub fn verify_pin(&mut self, pin: &[u8]) -> StatusWord {

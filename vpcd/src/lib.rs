@@ -9,6 +9,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use zeroize::Zeroizing;
 
 /// Port of vpcd's first reader slot (`/dev/null:0x8C7B` in reader.conf);
 /// slot N listens on `DEFAULT_PORT + N`.
@@ -78,27 +79,40 @@ pub enum FrameError {
 
 /// Length prefix and payload in one buffer: vpcd's peer must receive a
 /// frame in one segment, or Nagle + delayed ACK add ~40 ms per APDU.
-pub fn encode_frame(payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+///
+/// Frames carry PINs, imported keys and decrypted data, so every buffer
+/// that holds one here is wiped when it drops ([`Zeroizing`]).
+pub fn encode_frame(payload: &[u8]) -> Result<Zeroizing<Vec<u8>>, FrameError> {
     let len = u16::try_from(payload.len()).map_err(|_| FrameError::TooLarge(payload.len()))?;
-    let mut v = Vec::with_capacity(payload.len() + 2);
+    let mut v = Zeroizing::new(Vec::with_capacity(payload.len() + 2));
     v.extend_from_slice(&len.to_be_bytes());
     v.extend_from_slice(payload);
     Ok(v)
 }
 
-/// Incremental frame decoder for byte streams that arrive in pieces.
+/// Incremental frame decoder for byte streams that arrive in pieces. Its
+/// buffer is wiped when the decoder drops, and never reallocated without
+/// wiping the old one.
 #[derive(Default, Debug)]
 pub struct FrameDecoder {
-    buf: Vec<u8>,
+    buf: Zeroizing<Vec<u8>>,
 }
 
 impl FrameDecoder {
     pub fn push(&mut self, bytes: &[u8]) {
+        let needed = self.buf.len() + bytes.len();
+        if needed > self.buf.capacity() {
+            // Vec's own growth would free the old block unwiped.
+            let mut bigger =
+                Zeroizing::new(Vec::with_capacity(needed.max(2 * self.buf.capacity())));
+            bigger.extend_from_slice(&self.buf);
+            self.buf = bigger;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole frame's payload, if one has arrived.
-    pub fn next_frame(&mut self) -> Option<Vec<u8>> {
+    pub fn next_frame(&mut self) -> Option<Zeroizing<Vec<u8>>> {
         let [hi, lo, ..] = self.buf[..] else {
             return None;
         };
@@ -106,7 +120,7 @@ impl FrameDecoder {
         if self.buf.len() < 2 + len {
             return None;
         }
-        let payload = self.buf[2..2 + len].to_vec();
+        let payload = Zeroizing::new(self.buf[2..2 + len].to_vec());
         self.buf.drain(..2 + len);
         Some(payload)
     }
@@ -142,7 +156,7 @@ pub fn quickack<S: std::os::fd::AsFd>(stream: &S) {
 pub fn quickack<S>(_stream: &S) {}
 
 /// Reads one frame; `Ok(None)` on a clean end of stream before a frame.
-pub fn read_frame(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+pub fn read_frame(stream: &mut TcpStream) -> io::Result<Option<Zeroizing<Vec<u8>>>> {
     quickack(stream);
     let mut len = [0u8; 2];
     match stream.read(&mut len[..1])? {
@@ -152,7 +166,7 @@ pub fn read_frame(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
             stream.read_exact(&mut len[1..])?;
         }
     }
-    let mut payload = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    let mut payload = Zeroizing::new(vec![0u8; usize::from(u16::from_be_bytes(len))]);
     quickack(stream);
     stream.read_exact(&mut payload)?;
     Ok(Some(payload))
@@ -162,7 +176,7 @@ pub fn read_frame(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     Control(Control),
-    Apdu(Vec<u8>),
+    Apdu(Zeroizing<Vec<u8>>),
 }
 
 /// The card side: reads the reader's next message. `Ok(None)` when the
@@ -212,7 +226,7 @@ impl ReaderConnection {
         write_frame(&mut self.stream, &[c.into()])
     }
 
-    fn reply(&mut self) -> Result<Vec<u8>, FrameError> {
+    fn reply(&mut self) -> Result<Zeroizing<Vec<u8>>, FrameError> {
         match read_frame(&mut self.stream)? {
             Some(p) if !p.is_empty() => Ok(p),
             // An empty reply or a closed stream both mean the card left.
@@ -225,11 +239,11 @@ impl ReaderConnection {
 
     pub fn atr(&mut self) -> Result<Vec<u8>, FrameError> {
         self.control(Control::GetAtr)?;
-        self.reply()
+        Ok(self.reply()?.to_vec())
     }
 
     /// Sends a command APDU and returns the response APDU.
-    pub fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, FrameError> {
+    pub fn transmit(&mut self, apdu: &[u8]) -> Result<Zeroizing<Vec<u8>>, FrameError> {
         if apdu.len() < 2 {
             // One byte would be read as a control code by the card.
             return Err(FrameError::Io(io::Error::new(

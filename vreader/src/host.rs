@@ -89,6 +89,10 @@ async fn session(
     limits: Limits,
     shutdown: &mut watch::Receiver<bool>,
 ) -> io::Result<End> {
+    // Every connection starts from a card reset, as a card inserted into
+    // a reader does: nothing a previous peer proved (PIN, management key)
+    // carries over to whoever connects next, in either mode.
+    lock(card).reset();
     let stream = stream.into_std()?;
     stream.set_nonblocking(false)?;
     let closer = stream.try_clone()?;
@@ -134,7 +138,8 @@ fn blocking_session(
     stream.set_write_timeout(Some(limits.frame_timeout))?;
     let mut redactor = Redactor::default();
     let mut decoder = vpcd::FrameDecoder::default();
-    let mut buf = vec![0u8; 4096];
+    // Wiped when the session ends: reads bring PINs and imported keys.
+    let mut buf = zeroize::Zeroizing::new(vec![0u8; 4096]);
     // First byte of the frame in progress; last byte from the peer.
     let mut frame_start: Option<Instant> = None;
     let mut last_seen = Instant::now();
@@ -212,7 +217,7 @@ fn answer(
     card: &SharedCard,
     label: &str,
     redactor: &mut Redactor,
-) -> io::Result<Option<Vec<u8>>> {
+) -> io::Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
     let reply = match Request::parse(payload) {
         None => return Err(io::Error::new(io::ErrorKind::InvalidData, "empty frame")),
         Some(Request::Control(c)) => {
@@ -230,7 +235,7 @@ fn answer(
         }
         Some(Request::Apdu(apdu)) => {
             let start = Instant::now();
-            let resp = lock(card).process(apdu);
+            let resp = lock(card).transmit(apdu);
             if tracing::enabled!(tracing::Level::DEBUG) {
                 let (c, r) = (redactor.command(apdu), redactor.response(&resp));
                 debug!(
@@ -245,7 +250,7 @@ fn answer(
     frame(&reply).map(Some)
 }
 
-fn frame(payload: &[u8]) -> io::Result<Vec<u8>> {
+fn frame(payload: &[u8]) -> io::Result<zeroize::Zeroizing<Vec<u8>>> {
     vpcd::encode_frame(payload).map_err(io::Error::other)
 }
 
@@ -330,8 +335,6 @@ pub async fn run_listen(
             Ok(End::Closed) => info!(card = %label, "reader {peer} left"),
             Err(e) => warn!(card = %label, "dropping reader {peer}: {e}"),
         }
-        // A new reader starts from a powered-off card, like a reinsertion.
-        lock(&card).reset();
     }
 }
 
@@ -364,7 +367,52 @@ mod tests {
         r.set_timeout(Some(Duration::from_secs(30))).unwrap();
         r.control(Control::PowerOn).unwrap();
         assert_eq!(r.atr().unwrap(), piv_applet::state::YUBIKEY5_ATR.to_vec());
-        r.transmit(&GET_SERIAL).unwrap()
+        r.transmit(&GET_SERIAL).unwrap().to_vec()
+    }
+
+    /// Audit item 5: a PIN verified over one vpcd connection must not be
+    /// worth anything on the next one (vreader redials after a drop, and
+    /// whoever is behind the next connection did not enter the PIN).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redialled_connection_starts_from_a_reset_card() {
+        let card = Arc::new(Mutex::new(
+            Card::ephemeral(&CardOptions {
+                serial: Some(5),
+                ..CardOptions::default()
+            })
+            .unwrap(),
+        ));
+        let reader = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = reader.local_addr().unwrap().to_string();
+        let (tx, rx) = watch::channel(false);
+        let task = tokio::spawn(run_connect(card, addr, "5".into(), rx));
+        let statuses = tokio::task::spawn_blocking(move || {
+            let mut answers = Vec::new();
+            for _ in 0..2 {
+                let (stream, _) = reader.accept().unwrap();
+                let mut r = vpcd::ReaderConnection::new(stream).unwrap();
+                r.set_timeout(Some(Duration::from_secs(30))).unwrap();
+                if answers.is_empty() {
+                    let verify = [
+                        0x00, 0x20, 0x00, 0x80, 0x08, b'1', b'2', b'3', b'4', b'5', b'6', 0xFF,
+                        0xFF,
+                    ];
+                    assert_eq!(*r.transmit(&verify).unwrap(), [0x90, 0x00]);
+                }
+                // VERIFY without data: is the PIN verified in this session?
+                answers.push(r.transmit(&[0x00, 0x20, 0x00, 0x80]).unwrap().to_vec());
+                // Dropping the connection makes vreader redial.
+            }
+            answers
+        })
+        .await
+        .unwrap();
+        assert_eq!(statuses, [vec![0x90, 0x00], vec![0x63, 0xC3]]);
+        tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("connect mode stops when told")
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -196,7 +196,10 @@ impl Link for TcpLink {
     }
 
     fn transmit(&mut self, apdu: &[u8]) -> io::Result<Vec<u8>> {
-        self.conn.transmit(apdu).map_err(frame_err)
+        self.conn
+            .transmit(apdu)
+            .map(|r| r.to_vec())
+            .map_err(frame_err)
     }
 
     fn closed(&mut self) -> bool {

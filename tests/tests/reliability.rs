@@ -316,7 +316,7 @@ fn sigkill_rounds(
                         let resp = r.transmit(&piv_applet::apdu::build_command(
                             0, 0xDB, 0x3F, 0xFF, &data, None,
                         ))?;
-                        assert_eq!(resp, vec![0x90, 0x00]);
+                        assert_eq!(*resp, [0x90, 0x00]);
                         last_object = Some(value);
                         acked_writes += 1;
                     }
@@ -331,7 +331,7 @@ fn sigkill_rounds(
                         let resp = r.transmit(&piv_applet::apdu::build_command(
                             0, 0x24, 0x00, 0x81, &data, None,
                         ))?;
-                        assert_eq!(resp, vec![0x90, 0x00]);
+                        assert_eq!(*resp, [0x90, 0x00]);
                         puk = new;
                         acked_puk_changes += 1;
                     }
@@ -593,8 +593,8 @@ fn hostile_listen_mode_peers_are_dropped_and_other_cards_go_on() {
     let check_good = || {
         let mut good = connect_reader(port + 1);
         assert_eq!(
-            good.transmit(&[0x00, 0xFD, 0x00, 0x00, 0x00]).unwrap(),
-            vec![5, 7, 1, 0x90, 0x00]
+            *good.transmit(&[0x00, 0xFD, 0x00, 0x00, 0x00]).unwrap(),
+            [5, 7, 1, 0x90, 0x00]
         );
     };
     check_good();
@@ -653,8 +653,8 @@ fn hostile_listen_mode_peers_are_dropped_and_other_cards_go_on() {
     // After all that, card A still serves a well-behaved reader.
     let mut again = connect_reader(port);
     assert_eq!(
-        again.transmit(&[0x00, 0xFD, 0x00, 0x00, 0x00]).unwrap(),
-        vec![5, 7, 1, 0x90, 0x00]
+        *again.transmit(&[0x00, 0xFD, 0x00, 0x00, 0x00]).unwrap(),
+        [5, 7, 1, 0x90, 0x00]
     );
 }
 

@@ -265,13 +265,13 @@ mod tests {
         let mut d = FrameDecoder::default();
         let a = encode_frame(&[0x00, 0xA4, 0x04, 0x00]).unwrap();
         let b = encode_frame(&[0x04]).unwrap();
-        let all: Vec<u8> = a.iter().chain(&b).copied().collect();
+        let all: Vec<u8> = a.iter().chain(b.iter()).copied().collect();
         for byte in &all[..3] {
             d.push(&[*byte]);
             assert_eq!(d.next_frame(), None);
         }
         d.push(&all[3..]);
-        assert_eq!(d.next_frame().unwrap(), vec![0x00, 0xA4, 0x04, 0x00]);
+        assert_eq!(*d.next_frame().unwrap(), vec![0x00, 0xA4, 0x04, 0x00]);
         assert_eq!(
             Request::parse(&d.next_frame().unwrap()),
             Some(Request::Control(Control::GetAtr))
@@ -312,7 +312,7 @@ mod tests {
         r.control(Control::PowerOn).unwrap();
         assert_eq!(r.atr().unwrap(), vec![0x3B, 0x00]);
         assert_eq!(
-            r.transmit(&[0, 0xFD, 0, 0]).unwrap(),
+            *r.transmit(&[0, 0xFD, 0, 0]).unwrap(),
             vec![0xFD, 0x90, 0x00]
         );
         r.control(Control::PowerOff).unwrap();
@@ -349,7 +349,7 @@ mod tests {
         );
         assert_eq!(
             read_message(&mut card).unwrap(),
-            Some(Message::Apdu(vec![0x00, 0xFD, 0x00, 0x00]))
+            Some(Message::Apdu(Zeroizing::new(vec![0x00, 0xFD, 0x00, 0x00])))
         );
         assert_eq!(
             read_message(&mut card).unwrap_err().kind(),

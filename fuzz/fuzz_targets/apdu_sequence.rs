@@ -2,10 +2,33 @@
 //! APDUs by a length byte each. The card must answer every one with at
 //! least a status word and never panic; after the sequence its state must
 //! survive a save/load round trip.
+//!
+//! The oracle is the card's access-rule table (`piv_applet::access`),
+//! checked from outside the card against what the sequence itself did:
+//! - GENERAL AUTHENTICATE never succeeds with the attestation key (F9);
+//! - no key whose PIN policy asks for the PIN signs, decrypts or agrees
+//!   unless the sequence verified the PIN before (and, for PIN-always
+//!   keys, unless the APDUs since the last successful VERIFY were only the
+//!   chain of that same command);
+//! - keys, objects, the management key and the retry limits change only
+//!   after the sequence authenticated with the management key (or by a
+//!   YubiKey RESET with PIN and PUK blocked);
+//! - the PIN or PUK changes only by a successful command that proved the
+//!   old PIN or the PUK (or by RESET, SET PIN RETRIES);
+//! - a retry counter never rises without a successful command.
+//!
+//! Under `cargo fuzz` (cfg `fuzzing`) generated keys are reused and the
+//! store writes nothing, so a run is cheap (RELIABILITY.md has the rates).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use piv_applet::{store, Card, CardOptions};
+use piv_applet::access::{self, KeyUseRule};
+use piv_applet::apdu::Command;
+use piv_applet::enums::Ins;
+use piv_applet::state::CardState;
+use piv_applet::store::{self, Store, StoreError};
+use piv_applet::{tlv, Card, CardOptions, Slot};
+use std::path::Path;
 use std::sync::OnceLock;
 
 /// Making a card generates an attestation key: do it once and clone the
@@ -13,23 +36,171 @@ use std::sync::OnceLock;
 fn template() -> &'static [u8] {
     static T: OnceLock<Vec<u8>> = OnceLock::new();
     T.get_or_init(|| {
-        let card = Card::ephemeral(&CardOptions { serial: Some(1), ..CardOptions::default() }).unwrap();
+        let card = Card::ephemeral(&CardOptions {
+            serial: Some(1),
+            ..CardOptions::default()
+        })
+        .unwrap();
         store::to_bytes(card.state()).to_vec()
     })
 }
 
+/// A store that keeps nothing: the store's own tests and the card_file
+/// target cover saving; here it would cost most of each run.
+struct Discard;
+
+impl Store for Discard {
+    fn save(&mut self, _: &CardState) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn path(&self) -> Option<&Path> {
+        None
+    }
+}
+
+/// What the management key guards, reduced to comparable bytes: every
+/// key's public half and policies, every object, the management key (as
+/// its encryption of a fixed block) and the retry limits.
+fn guarded(s: &CardState) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (slot, ks) in &s.keys {
+        out.push(slot.key_ref());
+        out.push(ks.key.algorithm().into());
+        out.push(ks.pin_policy.into());
+        out.push(ks.touch_policy.into());
+        out.push(ks.origin.into());
+        out.extend_from_slice(&ks.key.public_key_spki_der());
+    }
+    for (id, value) in &s.objects {
+        out.extend_from_slice(&id.0.to_be_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        out.extend_from_slice(value);
+    }
+    out.push(s.mgmt.algorithm().into());
+    out.extend(s.mgmt.encrypt_block(&vec![0x5A; s.mgmt.block_size()]).unwrap());
+    out.push(s.mgmt_touch.into());
+    out.extend_from_slice(&[s.pin.max_tries, s.puk.max_tries]);
+    out
+}
+
+/// What the sequence has proved so far, as seen from outside the card.
+#[derive(Default)]
+struct Proofs {
+    pin: bool,
+    mgmt: bool,
+    /// Index of the last successful VERIFY with a PIN.
+    last_verify: Option<usize>,
+}
+
+fn success(sw: u16) -> bool {
+    sw == 0x9000 || sw >> 8 == 0x61
+}
+
 fuzz_target!(|data: &[u8]| {
-    let state = store::from_bytes(template(), std::path::Path::new("template")).unwrap();
-    let mut card = Card::with_store(state, Box::<store::MemoryStore>::default());
+    let state = store::from_bytes(template(), Path::new("template")).unwrap();
+    let mut card = Card::with_store(state, Box::new(Discard));
+    let mut proofs = Proofs::default();
+    let mut sent: Vec<Vec<u8>> = Vec::new();
     let mut rest = data;
     while let Some((&len, tail)) = rest.split_first() {
         let n = usize::from(len).min(tail.len());
         let (apdu, next) = tail.split_at(n);
+        rest = next;
+        let before = card.security_status();
+        let guarded_before = guarded(card.state());
+        let (pin_before, puk_before) = (card.state().pin.clone(), card.state().puk.clone());
+        let key_rule = Command::parse(apdu).ok().and_then(|c| {
+            let slot = Slot::new(c.p2)?;
+            let ks = card.state().keys.get(&slot)?;
+            Some(access::key_use_rule(slot, ks.pin_policy))
+        });
+
         let out = card.process(apdu);
         assert!(out.len() >= 2);
-        rest = next;
+        let sw = u16::from_be_bytes([out[out.len() - 2], out[out.len() - 1]]);
+        let index = sent.len();
+        sent.push(apdu.to_vec());
+        let Ok(cmd) = Command::parse(apdu) else {
+            assert_eq!(guarded(card.state()), guarded_before);
+            continue;
+        };
+        let done = success(sw) && !cmd.is_chained();
+
+        // Key use (GENERAL AUTHENTICATE with a private key).
+        if cmd.ins == Ins::GeneralAuthenticate && done && cmd.p2 != 0x9B {
+            assert_ne!(cmd.p2, 0xF9, "F9 answered GENERAL AUTHENTICATE");
+            match key_rule {
+                Some(KeyUseRule::Free) => {}
+                Some(KeyUseRule::PinVerified) => {
+                    assert!(proofs.pin && before.pin_verified, "PIN-once key used without the PIN")
+                }
+                Some(KeyUseRule::PinJustVerified) => {
+                    let last = proofs.last_verify.expect("PIN-always key used without VERIFY");
+                    let header = &apdu[1..4];
+                    assert!(
+                        sent[last + 1..index]
+                            .iter()
+                            .all(|a| a.len() >= 4 && a[0] & 0x10 != 0 && &a[1..4] == header),
+                        "PIN-always key used with other commands after VERIFY"
+                    );
+                }
+                None => panic!("GENERAL AUTHENTICATE succeeded on an empty slot {:02X}", cmd.p2),
+            }
+        }
+
+        // What only the management key may change.
+        if guarded(card.state()) != guarded_before {
+            let reset = cmd.ins == Ins::Reset && pin_before.is_blocked() && puk_before.is_blocked();
+            assert!(
+                reset || (proofs.mgmt && before.mgmt_authenticated),
+                "{:?} changed keys, objects or the management key without the management key",
+                cmd.ins
+            );
+        }
+
+        // The PIN and PUK themselves.
+        let (pin_after, puk_after) = (&card.state().pin, &card.state().puk);
+        for (old, new, name) in [(&pin_before, pin_after, "PIN"), (&puk_before, puk_after, "PUK")] {
+            if *old.value != *new.value {
+                let proved = match cmd.ins {
+                    Ins::ChangeReferenceData => cmd.data.get(..8).is_some_and(|d| old.matches(d)),
+                    Ins::ResetRetryCounter => {
+                        cmd.data.get(..8).is_some_and(|d| puk_before.matches(d))
+                    }
+                    Ins::Reset | Ins::SetPinRetries => true,
+                    _ => false,
+                };
+                assert!(done && proved, "{name} changed by {:?} without proof", cmd.ins);
+            }
+            assert!(
+                new.tries_left <= old.tries_left || sw == 0x9000,
+                "{name} counter rose on {sw:04X}"
+            );
+        }
+
+        // Update what the sequence has proved.
+        match cmd.ins {
+            Ins::Verify if sw == 0x9000 && cmd.p1 == 0 && cmd.data.len() == 8 => {
+                proofs.pin = true;
+                proofs.last_verify = Some(index);
+            }
+            Ins::ChangeReferenceData if sw == 0x9000 && cmd.p2 == 0x80 => proofs.pin = true,
+            Ins::GeneralAuthenticate if sw == 0x9000 && cmd.p2 == 0x9B => {
+                // Step 2 of mutual (80 and 81 filled) or external (82 filled)
+                // authentication: the host proved it holds the key.
+                let inner = tlv::parse_one(cmd.data)
+                    .ok()
+                    .and_then(|t| tlv::parse_all(t.value).ok())
+                    .unwrap_or_default();
+                let filled = |tag| inner.iter().any(|t| t.tag == tag && !t.value.is_empty());
+                if (filled(0x80) && filled(0x81)) || filled(0x82) {
+                    proofs.mgmt = true;
+                }
+            }
+            _ => {}
+        }
     }
     let bytes = store::to_bytes(card.state());
-    let again = store::from_bytes(&bytes, std::path::Path::new("fuzz")).expect("state round trips");
+    let again = store::from_bytes(&bytes, Path::new("fuzz")).expect("state round trips");
     assert_eq!(&store::to_bytes(&again)[..], &bytes[..]);
 });

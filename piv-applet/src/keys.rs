@@ -47,6 +47,32 @@ const OID_ED25519: der::asn1::ObjectIdentifier =
 const OID_X25519: der::asn1::ObjectIdentifier =
     der::asn1::ObjectIdentifier::new_unwrap("1.3.101.110");
 
+/// Key generation under `cargo fuzz` only: one key per algorithm for the
+/// whole process, handed out as copies. An RSA-4096 generation per input
+/// would hold the fuzzer to a few executions a second; what is fuzzed is
+/// the card's logic around keys, not the randomness of new ones.
+#[cfg(fuzzing)]
+mod fuzzing {
+    use super::{AlgorithmId, KeyError, KeyMaterial};
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use zeroize::Zeroizing;
+
+    static KEYS: Mutex<BTreeMap<u8, Zeroizing<Vec<u8>>>> = Mutex::new(BTreeMap::new());
+
+    pub fn generate(alg: AlgorithmId) -> Result<KeyMaterial, KeyError> {
+        let mut keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+        let stored = match keys.get(&u8::from(alg)) {
+            Some(k) => k,
+            None => {
+                let fresh = KeyMaterial::generate_fresh(alg)?.to_storage();
+                keys.entry(alg.into()).or_insert(fresh)
+            }
+        };
+        KeyMaterial::from_storage(alg, stored)
+    }
+}
+
 /// The only RSA public exponent the card uses (YubiKey IMPORT assumes it).
 const RSA_EXPONENT: u32 = 65537;
 
@@ -114,6 +140,13 @@ fn rfc8410_pkcs8(oid: der::asn1::ObjectIdentifier, raw: &[u8]) -> Zeroizing<Vec<
 impl KeyMaterial {
     /// A fresh key from the OS random generator (RSA with e = 65537).
     pub fn generate(alg: AlgorithmId) -> Result<KeyMaterial, KeyError> {
+        #[cfg(fuzzing)]
+        return fuzzing::generate(alg);
+        #[cfg(not(fuzzing))]
+        KeyMaterial::generate_fresh(alg)
+    }
+
+    fn generate_fresh(alg: AlgorithmId) -> Result<KeyMaterial, KeyError> {
         Ok(match alg {
             _ if alg.rsa_bits().is_some() => {
                 let bits = alg.rsa_bits().expect("checked");

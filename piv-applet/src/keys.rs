@@ -86,6 +86,22 @@ pub enum KeyMaterial {
     X25519(Box<x25519_dalek::StaticSecret>),
 }
 
+/// A copy of the key (the fuzz target's template card, snapshots). The
+/// elliptic-curve keys copy their secret scalar; an RSA key goes through
+/// its PKCS#8 form, since its libcrypto half cannot be shared.
+impl Clone for KeyMaterial {
+    fn clone(&self) -> Self {
+        match self {
+            KeyMaterial::Rsa(_) => KeyMaterial::from_storage(self.algorithm(), &self.to_storage())
+                .expect("a key's own storage form loads"),
+            KeyMaterial::P256(k) => KeyMaterial::P256(k.clone()),
+            KeyMaterial::P384(k) => KeyMaterial::P384(k.clone()),
+            KeyMaterial::Ed25519(k) => KeyMaterial::Ed25519(k.clone()),
+            KeyMaterial::X25519(k) => KeyMaterial::X25519(k.clone()),
+        }
+    }
+}
+
 impl core::fmt::Debug for KeyMaterial {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "KeyMaterial({:?})", self.algorithm())

@@ -120,6 +120,7 @@ pub fn is_valid_new_pin(block: &[u8]) -> bool {
 }
 
 /// A private key in a slot with its policies.
+#[derive(Clone)]
 pub struct KeySlot {
     pub key: KeyMaterial,
     pub pin_policy: PinPolicy,
@@ -209,7 +210,7 @@ pub struct ResetUndo {
 }
 
 /// Everything the card keeps.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct CardState {
     pub identity: Identity,
     pub pin: PinState,

@@ -1,6 +1,6 @@
 //! The smart card cache items msclmd.dll reads through `SCardReadCacheW`,
-//! built from what the card itself answers (see
-//! `../shared/spec/msclmd-cache.md` for every byte layout).
+//! built from what the card itself answers (docs/msclmd-cache.md gives
+//! every byte layout, the naming rules and where each fact comes from).
 //!
 //! The card is read through APDUs only (SELECT, GET DATA of the CHUID and of
 //! every certificate object), so an embedded card and a remote one give the
@@ -1032,14 +1032,9 @@ mod tests {
     /// Layouts against items captured from a real Windows virtual smart card.
     #[test]
     fn layouts_agree_with_the_windows_capture() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/vectors/tpm-vsc-cache-items.json"
-        );
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
-            panic!("reference vectors missing at {path}: {e} (they live outside the repository)")
-        });
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        // Measured data, kept in the repository (see tests/data/README.md).
+        let text = include_str!("../tests/data/tpm-vsc-cache-items.json");
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
         let items = v["items"].as_object().unwrap();
         let get = |n: &str| hex::decode(items[n].as_str().unwrap()).unwrap();
         let pin = get(names::PIN_FRESHNESS);

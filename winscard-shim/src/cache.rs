@@ -452,6 +452,30 @@ pub mod names {
     pub const KEY_SIZES_SIG: &str = "Cached_CardProperty_Key Sizes_2";
     pub const CMAPFILE: &str = "Cached_GeneralFile/mscp/cmapfile";
     pub const CMAPFILE_RAW: &str = "Cached_CardmodFile\\Cached_CMAPFile";
+
+    // Per-container names. Windows formats the index differently per item
+    // (docs/msclmd-cache.md, "Item names"): basecsp's container-property
+    // reader uses "%s_%s_%d" (decimal), CspGetContainerInfo "%s_%02x" (hex),
+    // so container 10 is `PIN Identifier_10` but `ContainerInfo_0a`.
+
+    /// `Cached_ContainerProperty_PIN Identifier_<i>`, decimal index.
+    pub fn pin_identifier(index: usize) -> String {
+        format!("Cached_ContainerProperty_PIN Identifier_{index}")
+    }
+
+    /// `Cached_ContainerInfo_<ii>`, two lowercase hex digits.
+    pub fn container_info(index: usize) -> String {
+        format!("Cached_ContainerInfo_{index:02x}")
+    }
+
+    /// The certificate file of a container: `kxc<ii>` for a key-exchange
+    /// key, `ksc<ii>` for a signature key, two lowercase hex digits like the
+    /// ContainerInfo index (GIDS and Gemalto minidrivers format it in hex;
+    /// no source formats it in decimal past 9 except OpenSC's own driver).
+    pub fn cert_file(key_exchange: bool, index: usize) -> String {
+        let prefix = if key_exchange { "kxc" } else { "ksc" };
+        format!("Cached_GeneralFile/mscp/{prefix}{index:02x}")
+    }
 }
 
 /// Builds every item for a card. `activity` is HIWORD(dwEventState) of the
@@ -514,10 +538,7 @@ pub fn build_items(
     put(names::CMAPFILE_RAW.into(), cmap);
     for (i, (c, key)) in containers.iter().enumerate() {
         // ROLE_USER: the PIV PIN guards every key msclmd uses.
-        put(
-            format!("Cached_ContainerProperty_PIN Identifier_{i}"),
-            with_header(&cf, &u32s(&[1])),
-        );
+        put(names::pin_identifier(i), with_header(&cf, &u32s(&[1])));
         let blob = key_blob(key);
         let (sig_len, kx_len) = match key {
             PublicKey::Rsa { .. } => (0, blob.len() as u32),
@@ -525,13 +546,9 @@ pub fn build_items(
         };
         let mut info_v = u32s(&[0, 0, sig_len, kx_len]);
         info_v.extend_from_slice(&blob);
+        put(names::container_info(i), with_header(&cf, &info_v));
         put(
-            format!("Cached_ContainerInfo_{i:02}"),
-            with_header(&cf, &info_v),
-        );
-        let prefix = if kx_len > 0 { "kxc" } else { "ksc" };
-        put(
-            format!("Cached_GeneralFile/mscp/{prefix}{i:02}"),
+            names::cert_file(kx_len > 0, i),
             with_header(&cf, &compressed_cert(&c.der)?),
         );
     }
@@ -961,6 +978,82 @@ mod tests {
                 .iter()
                 .any(|it| it.name == format!("Cached_GeneralFile/mscp/kxc{i:02}")));
         }
+    }
+
+    /// The test certificate with its modulus changed in one byte: 24
+    /// certificates whose public keys all differ, without generating keys.
+    fn distinct_certs(n: usize) -> Vec<Vec<u8>> {
+        let be: Vec<u8> = modulus_le(CERT).into_iter().rev().collect();
+        let at = CERT.windows(be.len()).position(|w| w == be).unwrap();
+        (0..n)
+            .map(|i| {
+                let mut c = CERT.to_vec();
+                c[at + 40] ^= i as u8 + 1;
+                c
+            })
+            .collect()
+    }
+
+    /// Issue 13 item 1: with every key slot filled, each container's items
+    /// carry Windows' index format (ContainerInfo and kxc: hex; PIN
+    /// Identifier: decimal) and each ContainerInfo holds its own key.
+    #[test]
+    fn all_24_slots_are_named_in_windows_index_formats() {
+        let certs = distinct_certs(24);
+        let info = CardInfo {
+            guid: GUID,
+            certs: CERT_SLOTS
+                .iter()
+                .zip(&certs)
+                .map(|(&(key_ref, object_tag), der)| SlotCert {
+                    key_ref,
+                    object_tag,
+                    der: der.clone(),
+                })
+                .collect(),
+        };
+        let items = build_items(&info, Freshness::default(), 1, &CacheOptions::default()).unwrap();
+        assert_eq!(items.len(), 11 + 3 * 24);
+        let hex = [
+            "00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "0a", "0b", "0c", "0d",
+            "0e", "0f", "10", "11", "12", "13", "14", "15", "16", "17",
+        ];
+        let raw = item(&items, names::CMAPFILE_RAW);
+        assert_eq!(raw.len(), 24 * 86);
+        for (i, cert) in certs.iter().enumerate() {
+            let rec = &raw[i * 86..(i + 1) * 86];
+            let units: Vec<u16> = rec[..80]
+                .chunks(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .take_while(|u| *u != 0)
+                .collect();
+            let tag = format!("{:06x}", CERT_SLOTS[i].1);
+            assert!(
+                String::from_utf16_lossy(&units).ends_with(&tag),
+                "record {i}"
+            );
+            assert_eq!(
+                item(
+                    &items,
+                    &format!("Cached_ContainerProperty_PIN Identifier_{i}")
+                ),
+                cat(&[&hdr(4), &[1, 0, 0, 0]])
+            );
+            let (_, ci) =
+                split_header(item(&items, &format!("Cached_ContainerInfo_{}", hex[i]))).unwrap();
+            assert_eq!(ci[36..], modulus_le(cert), "container {i} has its own key");
+            let (_, kxc) = split_header(item(
+                &items,
+                &format!("Cached_GeneralFile/mscp/kxc{}", hex[i]),
+            ))
+            .unwrap();
+            assert_eq!(&decompress_cert(kxc).unwrap(), cert, "kxc of container {i}");
+        }
+        // The decimal names of the old encoder must not exist: `_10` is
+        // container 16 (retired slot 8E), not container 10.
+        let (_, ci16) = split_header(item(&items, "Cached_ContainerInfo_10")).unwrap();
+        assert_eq!(ci16[36..], modulus_le(&certs[16]));
+        assert!(!items.iter().any(|it| it.name == "Cached_ContainerInfo_23"));
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //!   straight to `build_items`, so the X.509/SPKI paths get mutated directly.
 //! Checked: no panic (nor hang), and for every built item set: headered
 //! items carry a length field that matches, the raw cmap is whole
-//! 86-byte records, every kxc/ksc record inflates back to the certificate
-//! it was built from, and `dump_items` renders everything.
+//! 86-byte records, every kxc/ksc record inflates back to a certificate
+//! of the card, and `dump_items` renders everything.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -29,7 +29,8 @@ fn check(info: &CardInfo, mode: u8) {
         let raw = it.name.ends_with("_Freshness") || it.name == names::CMAPFILE_RAW;
         if it.name == names::CMAPFILE_RAW {
             assert_eq!(it.value.len() % 86, 0);
-            assert_eq!(it.value.len() / 86, info.certs.len());
+            // Certificates Windows cannot use get no container.
+            assert!(it.value.len() / 86 <= info.certs.len());
         }
         if raw {
             continue;
@@ -37,13 +38,12 @@ fn check(info: &CardInfo, mode: u8) {
         let (cf, value) = cache::split_header(&it.value).expect("header length matches");
         assert_eq!(cf, cache::cardcf(fresh, activity));
         if it.name.starts_with("Cached_GeneralFile/mscp/k") {
-            let i: usize = it.name[it.name.len() - 2..].parse().unwrap();
             let der = cache::decompress_cert(value).expect("record inflates");
-            assert_eq!(der, info.certs[i].der);
+            assert!(info.certs.iter().any(|c| c.der == der));
             certs += 1;
         }
     }
-    assert!(certs == 0 || certs == info.certs.len());
+    assert!(certs <= info.certs.len());
     let _ = cache::dump_items(&items);
 }
 

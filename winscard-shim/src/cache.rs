@@ -286,13 +286,45 @@ pub struct CacheItem {
 }
 
 /// Choices that change what is cached.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CacheOptions {
-    /// Pre-cache ECC containers in the format described in docs/windows.md.
-    /// That format is inferred from the minidriver specification, not
-    /// captured from msclmd, so by default a card with an ECC certificate
-    /// gets no container items at all and msclmd reads the card itself.
+    /// Serve ECC containers (the default). Their layout follows the
+    /// minidriver specification and OpenSC's minidriver, not a capture of
+    /// msclmd (docs/msclmd-cache.md), so it can be turned off: the ECC
+    /// certificates then get no container and only RSA keys are offered.
     pub ecc_containers: bool,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            ecc_containers: true,
+        }
+    }
+}
+
+/// What Windows may do with a container's key, which decides where its
+/// size, key blob and certificate file go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRole {
+    /// AT_KEYEXCHANGE: `wKeyExchangeKeySizeBits`, `pbKeyExPublicKey`, `kxc`.
+    KeyExchange,
+    /// AT_SIGNATURE: `wSigKeySizeBits`, `pbSigPublicKey`, `ksc`.
+    Signature,
+}
+
+impl KeyRole {
+    /// RSA keys are key-exchange keys (as in the Windows capture; they sign
+    /// too). An ECC key signs in the PIV signing slots 9A, 9C and 9E and
+    /// agrees keys in 9D and the retired slots: OpenSC's minidriver derives
+    /// the role from the key's usage, which its PIV driver sets this way.
+    pub fn of(key: &PublicKey, key_ref: u8) -> KeyRole {
+        match key {
+            PublicKey::Rsa { .. } => KeyRole::KeyExchange,
+            PublicKey::Ec { .. } if matches!(key_ref, 0x9A | 0x9C | 0x9E) => KeyRole::Signature,
+            PublicKey::Ec { .. } => KeyRole::KeyExchange,
+        }
+    }
 }
 
 /// A certificate's public key as msclmd caches it.
@@ -379,8 +411,9 @@ fn pkcs1_rsa(bytes: &[u8]) -> Result<PublicKey, String> {
     })
 }
 
-/// CryptoAPI PUBLICKEYBLOB (RSA) or BCRYPT_ECCKEY_BLOB (ECC).
-pub fn key_blob(key: &PublicKey) -> Vec<u8> {
+/// CryptoAPI PUBLICKEYBLOB (RSA) or BCRYPT_ECCKEY_BLOB (ECC, with the ECDSA
+/// magic for a signature key and the ECDH magic for a key-agreement key).
+pub fn key_blob(key: &PublicKey, role: KeyRole) -> Vec<u8> {
     match key {
         PublicKey::Rsa { modulus, exponent } => {
             let bitlen = (modulus.len() * 8) as u32;
@@ -392,11 +425,13 @@ pub fn key_blob(key: &PublicKey) -> Vec<u8> {
             v
         }
         PublicKey::Ec { bits, x, y } => {
-            // BCRYPT_ECDSA_PUBLIC_P256_MAGIC "ECS1" / P384 "ECS3".
-            let magic: u32 = if *bits == 256 {
-                0x3153_4345
-            } else {
-                0x3353_4345
+            // BCRYPT_ECDSA_PUBLIC_P256/P384_MAGIC "ECS1"/"ECS3",
+            // BCRYPT_ECDH_PUBLIC_P256/P384_MAGIC "ECK1"/"ECK3".
+            let magic: u32 = match (role, *bits == 256) {
+                (KeyRole::Signature, true) => 0x3153_4345,
+                (KeyRole::Signature, false) => 0x3353_4345,
+                (KeyRole::KeyExchange, true) => 0x314B_4345,
+                (KeyRole::KeyExchange, false) => 0x334B_4345,
             };
             let mut v = magic.to_le_bytes().to_vec();
             v.extend_from_slice(&(x.len() as u32).to_le_bytes());
@@ -511,44 +546,45 @@ pub fn build_items(
     put(names::KEY_SIZES_KEYX.into(), with_header(&cf, &sizes));
     put(names::KEY_SIZES_SIG.into(), with_header(&cf, &sizes));
 
-    let mut containers = Vec::new();
-    for c in &info.certs {
-        let key = certificate_public_key(&c.der)?;
-        containers.push((c, key));
-    }
-    if !opts.ecc_containers
-        && containers
-            .iter()
-            .any(|(_, k)| matches!(k, PublicKey::Ec { .. }))
-    {
-        // Leave the whole container map to msclmd: a partial map would hide
-        // the ECC keys, a guessed format might break the RSA ones too.
-        return Ok(items);
-    }
+    // A certificate whose key Windows cannot use here (Ed25519, X25519,
+    // another curve, or no parsable certificate) gets no container; every
+    // other one does, so one odd slot never hides the RSA keys.
+    let containers: Vec<_> = info
+        .certs
+        .iter()
+        .filter_map(|c| {
+            let key = certificate_public_key(&c.der).ok()?;
+            let ec = matches!(key, PublicKey::Ec { .. });
+            (!ec || opts.ecc_containers).then(|| (c, KeyRole::of(&key, c.key_ref), key))
+        })
+        .collect();
     let mut cmap = Vec::new();
-    for (i, (c, key)) in containers.iter().enumerate() {
+    for (i, (c, role, key)) in containers.iter().enumerate() {
         let name = container_name(&info.guid, c.object_tag);
-        let (sig, kx) = match key {
-            PublicKey::Rsa { .. } => (0, key.bits()),
-            PublicKey::Ec { .. } => (key.bits(), 0),
+        let (sig, kx) = match role {
+            KeyRole::KeyExchange => (0, key.bits()),
+            KeyRole::Signature => (key.bits(), 0),
         };
         cmap.extend_from_slice(&cmap_record(&name, i == 0, sig, kx));
     }
     put(names::CMAPFILE.into(), with_header(&cf, &cmap));
     put(names::CMAPFILE_RAW.into(), cmap);
-    for (i, (c, key)) in containers.iter().enumerate() {
+    for (i, (c, role, key)) in containers.iter().enumerate() {
         // ROLE_USER: the PIV PIN guards every key msclmd uses.
         put(names::pin_identifier(i), with_header(&cf, &u32s(&[1])));
-        let blob = key_blob(key);
-        let (sig_len, kx_len) = match key {
-            PublicKey::Rsa { .. } => (0, blob.len() as u32),
-            PublicKey::Ec { .. } => (blob.len() as u32, 0),
+        // A serialized CONTAINER_INFO as basecsp's CspGetContainerInfo
+        // stores it: version, reserved, cbSig, cbKeyEx, then the key-exchange
+        // blob followed by the signature blob (only one of them here).
+        let blob = key_blob(key, *role);
+        let (sig_len, kx_len) = match role {
+            KeyRole::KeyExchange => (0, blob.len() as u32),
+            KeyRole::Signature => (blob.len() as u32, 0),
         };
         let mut info_v = u32s(&[0, 0, sig_len, kx_len]);
         info_v.extend_from_slice(&blob);
         put(names::container_info(i), with_header(&cf, &info_v));
         put(
-            names::cert_file(kx_len > 0, i),
+            names::cert_file(*role == KeyRole::KeyExchange, i),
             with_header(&cf, &compressed_cert(&c.der)?),
         );
     }
@@ -1062,10 +1098,13 @@ mod tests {
             let mut modulus = vec![0xA5; bits / 8];
             modulus[0] = 0xC3;
             modulus[bits / 8 - 1] = 0x01;
-            let b = key_blob(&PublicKey::Rsa {
-                modulus: modulus.clone(),
-                exponent: 65537,
-            });
+            let b = key_blob(
+                &PublicKey::Rsa {
+                    modulus: modulus.clone(),
+                    exponent: 65537,
+                },
+                KeyRole::KeyExchange,
+            );
             assert_eq!(b.len(), 20 + bits / 8);
             assert_eq!(
                 u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize,
@@ -1076,34 +1115,101 @@ mod tests {
         }
     }
 
+    /// The P-256 test key's X and Y, through an independent path (p256).
+    fn ec_xy(cert: &[u8]) -> Vec<u8> {
+        let c = x509_cert::Certificate::from_der(cert).unwrap();
+        let spki = der::Encode::to_der(&c.tbs_certificate.subject_public_key_info).unwrap();
+        let pk = p256::PublicKey::from_public_key_der(&spki).unwrap();
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        pk.to_encoded_point(false).as_bytes()[1..].to_vec()
+    }
+
+    /// Issue 13 item 3: RSA in 9A, P-256 in 9C (signing) and in 9D (key
+    /// agreement). Every container is served by default, each ECC key with
+    /// the magic, size field and certificate file of its role; turning ECC
+    /// off still serves the RSA container.
     #[test]
-    fn ecc_cards_leave_containers_to_msclmd_unless_asked() {
-        let i = info(&[(0x9A, 0x5FC105, CERT), (0x9C, 0x5FC10A, EC_CERT)]);
+    fn mixed_rsa_and_ecc_cards_serve_every_container() {
+        let i = info(&[
+            (0x9A, 0x5FC105, CERT),
+            (0x9C, 0x5FC10A, EC_CERT),
+            (0x9D, 0x5FC10B, EC_CERT),
+        ]);
         let items = build_items(&i, Freshness::default(), 1, &CacheOptions::default()).unwrap();
+        let raw = item(&items, names::CMAPFILE_RAW);
+        assert_eq!(raw.len(), 3 * 86, "every container, RSA and ECC");
+        assert_eq!(
+            &raw[82..86],
+            &[0x00, 0x00, 0x00, 0x08],
+            "RSA-2048: key exchange"
+        );
+        assert_eq!(
+            &raw[86 + 82..86 + 86],
+            &[0x00, 0x01, 0x00, 0x00],
+            "9C: 256 signature bits"
+        );
+        assert_eq!(
+            &raw[2 * 86 + 82..],
+            &[0x00, 0x00, 0x00, 0x01],
+            "9D: 256 key-exchange bits"
+        );
+        let xy = ec_xy(EC_CERT);
+        assert_eq!(xy.len(), 64);
+
+        let ci = item(&items, "Cached_ContainerInfo_01");
+        let sig_blob = cat(&[b"ECS1", &[32, 0, 0, 0], &xy]);
+        assert_eq!(
+            ci,
+            cat(&[&hdr(16 + 72), &[0; 8], &[72, 0, 0, 0], &[0; 4], &sig_blob])
+        );
+        let (_, v) = split_header(item(&items, "Cached_GeneralFile/mscp/ksc01")).unwrap();
+        assert_eq!(decompress_cert(v).unwrap(), EC_CERT);
         assert!(!items
             .iter()
-            .any(|it| it.name.contains("cmap") || it.name.contains("CMAP")));
-        assert!(items.iter().any(|it| it.name == names::KEY_SIZES_KEYX));
+            .any(|it| it.name == "Cached_GeneralFile/mscp/kxc01"));
+
+        let ci = item(&items, "Cached_ContainerInfo_02");
+        let kx_blob = cat(&[b"ECK1", &[32, 0, 0, 0], &xy]);
+        assert_eq!(
+            ci,
+            cat(&[&hdr(16 + 72), &[0; 8], &[0; 4], &[72, 0, 0, 0], &kx_blob])
+        );
+        let (_, v) = split_header(item(&items, "Cached_GeneralFile/mscp/kxc02")).unwrap();
+        assert_eq!(decompress_cert(v).unwrap(), EC_CERT);
+        assert!(!items
+            .iter()
+            .any(|it| it.name == "Cached_GeneralFile/mscp/ksc02"));
+
         let items = build_items(
             &i,
             Freshness::default(),
             1,
             &CacheOptions {
-                ecc_containers: true,
+                ecc_containers: false,
             },
         )
         .unwrap();
         let raw = item(&items, names::CMAPFILE_RAW);
-        assert_eq!(
-            &raw[86 + 82..86 + 86],
-            &[0x00, 0x01, 0x00, 0x00],
-            "ECDSA P-256: 256 signature bits"
-        );
-        let (_, v) = split_header(item(&items, "Cached_ContainerInfo_01")).unwrap();
-        assert_eq!(&v[8..16], &[72, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(&v[16..24], b"ECS1\x20\x00\x00\x00");
-        let (_, v) = split_header(item(&items, "Cached_GeneralFile/mscp/ksc01")).unwrap();
-        assert_eq!(decompress_cert(v).unwrap(), EC_CERT);
+        assert_eq!(raw.len(), 86, "ECC off: the RSA container alone");
+        assert_eq!(raw[80], 0x03);
+        assert!(items.iter().any(|it| it.name == "Cached_ContainerInfo_00"));
+        assert!(!items.iter().any(|it| it.name == "Cached_ContainerInfo_01"));
+    }
+
+    /// A certificate Windows cannot use (here: not a certificate at all)
+    /// costs only its own container.
+    #[test]
+    fn an_unusable_certificate_does_not_hide_the_others() {
+        let i = info(&[
+            (0x9A, 0x5FC105, &[0x30, 0x03, 0x02, 0x01, 0x00][..]),
+            (0x9D, 0x5FC10B, CERT),
+        ]);
+        let items = build_items(&i, Freshness::default(), 1, &CacheOptions::default()).unwrap();
+        let raw = item(&items, names::CMAPFILE_RAW);
+        assert_eq!(raw.len(), 86);
+        assert_eq!(raw[80], 0x03, "the first usable container is the default");
+        let (_, v) = split_header(item(&items, "Cached_GeneralFile/mscp/kxc00")).unwrap();
+        assert_eq!(decompress_cert(v).unwrap(), CERT);
     }
 
     #[test]
@@ -1165,7 +1271,7 @@ mod tests {
         assert_eq!(blob_len, ci.len() - 16);
         // Our encoder, fed the capture's certificate, gives the capture's key blob.
         let key = certificate_public_key(&der).unwrap();
-        assert_eq!(key_blob(&key), &ci[16..]);
+        assert_eq!(key_blob(&key, KeyRole::KeyExchange), &ci[16..]);
         assert_eq!(modulus_le(&der), &ci[36..]);
         // And our decoder reads the capture's items.
         assert!(decode(

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     };
     card.power_on();
     let opts = winscard::cache::CacheOptions {
-        ecc_containers: std::env::var(winscard::config::vars::CACHE_ECC).is_ok_and(|v| v == "1"),
+        ecc_containers: !std::env::var(winscard::config::vars::CACHE_ECC).is_ok_and(|v| v == "0"),
     };
     match winscard::cache::dump(&mut |apdu| Ok(card.process(apdu)), activity, &opts) {
         Ok(text) => {

@@ -3,7 +3,9 @@
 # Wine, where our winscard.dll is the only PC/SC there is:
 #   1. the core's unit tests, built for Windows and run under Wine;
 #   2. examples/msclmd_flow.exe: drives the DLL the way msclmd.dll does
-#      (cache items, VERIFY, chained GENERAL AUTHENTICATE + signature check);
+#      (cache items, VERIFY, chained GENERAL AUTHENTICATE + signature check),
+#      also with all 24 key slots filled, RSA and ECC mixed (every
+#      container's items checked against the card);
 #   3. examples/pcsc_client.exe: an ordinary client of the `pcsc` crate,
 #      loading our DLL as winscard.dll (WINEDLLOVERRIDES=winscard=n);
 # each against a card given MsRdpEx-style (certificate + key variables) and
@@ -92,6 +94,28 @@ run_exe msclmd_flow.exe VIRTUAL_PIV_CARD_FILE="$(winpath "$OUT/sealed.json")" \
   VIRTUAL_PIV_CARD_PASSPHRASE_FILE="$(winpath "$OUT/passphrase")" VIRTUAL_PIV_LOG="$(winpath "$LOG")" MSCLMD_FLOW_PIN=123456
 grep -q '"virtual-piv-card-sealed"' "$OUT/sealed.json" || fail "the shim's saves unsealed $OUT/sealed.json"
 grep -q 'wine test passphrase' "$LOG" && fail "the passphrase appears in $LOG"
+
+step "msclmd flow, every key slot filled, RSA and ECC mixed: 24 containers, names past index 9"
+SLOTS=$OUT/slots
+rm -rf "$SLOTS" && mkdir -p "$SLOTS"
+# 9A keeps the RSA-2048 test key (the flow signs with it). ECC keys in a
+# signing slot (9C P-256, 9E P-384) and in key-agreement slots (9D P-256,
+# 8A P-384); the other 19 slots get fresh RSA-1024 keys (fast to generate).
+cp "$DATA/rsa2048.key.pk8.der" "$SLOTS/9a.key.pk8.der"
+cp "$DATA/rsa2048.cert.der" "$SLOTS/9a.cert.der"
+for s in 9c 9d 9e $(printf '%x ' $(seq 130 149)); do
+  case $s in
+    9c | 9d) alg=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
+    9e | 8a) alg=(-newkey ec -pkeyopt ec_paramgen_curve:P-384) ;;
+    *) alg=(-newkey rsa:1024) ;;
+  esac
+  openssl req -x509 "${alg[@]}" -nodes -keyout "$SLOTS/$s.pem" -subj "/CN=slot $s" -days 2 \
+    -outform DER -out "$SLOTS/$s.cert.der" 2>/dev/null
+  openssl pkcs8 -topk8 -nocrypt -in "$SLOTS/$s.pem" -outform DER -out "$SLOTS/$s.key.pk8.der"
+done
+cargo run -q -p winscard-shim --example make_test_card -- --slots "$OUT/full.json" "$SLOTS" >/dev/null
+run_exe msclmd_flow.exe VIRTUAL_PIV_CARD_FILE="$(winpath "$OUT/full.json")" VIRTUAL_PIV_LOG="$(winpath "$LOG")" \
+  MSCLMD_FLOW_PIN=123456 MSCLMD_FLOW_CONTAINERS=24
 
 step "log file: written, and no PIN in it"
 [ -s "$LOG" ] || fail "no log written to $LOG"

@@ -224,7 +224,17 @@ enum Command {
     },
     /// Print the Windows smart card cache items the winscard shim serves
     /// for this card (what msclmd.dll reads), in hex and decoded.
-    CacheItems { file: PathBuf },
+    CacheItems {
+        file: PathBuf,
+        /// Leave ECC certificates out of the container map, as the shim
+        /// does with VIRTUAL_PIV_CACHE_ECC=0.
+        #[arg(long)]
+        no_ecc: bool,
+        /// HIWORD(dwEventState) the shim reports for the reader: 1 for a
+        /// card present from the start (the headers carry counters + it).
+        #[arg(long, default_value_t = 1)]
+        activity: u16,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -630,11 +640,17 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::CacheItems { file } => {
+        Command::CacheItems {
+            file,
+            no_ecc,
+            activity,
+        } => {
             let mut card = pass.open(&file)?;
             card.power_on();
-            let opts = winscard::cache::CacheOptions::default();
-            let text = winscard::cache::dump(&mut |apdu| Ok(card.process(apdu)), 1, &opts)
+            let opts = winscard::cache::CacheOptions {
+                ecc_containers: !no_ecc,
+            };
+            let text = winscard::cache::dump(&mut |apdu| Ok(card.process(apdu)), activity, &opts)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             print!("{text}");
             Ok(())

@@ -7,7 +7,8 @@
 //! against the certificate, write-then-read of the cache, SCardFreeMemory,
 //! release. Windows only (run under Wine by scripts/test-windows.sh).
 //!
-//! Environment: MSCLMD_FLOW_PIN (the card PIN).
+//! Environment: MSCLMD_FLOW_PIN (the card PIN), MSCLMD_FLOW_CONTAINERS (how
+//! many containers the card's map must have, default 1).
 
 #[cfg(not(windows))]
 fn main() {
@@ -226,11 +227,134 @@ mod flow {
             inflated, cert_der,
             "kxc00 inflates to the card's certificate"
         );
-        assert_eq!(
-            c.read_cache(id, "Cached_GeneralFile/mscp/kxc01"),
-            Err(0x8010_0070),
-            "no second container"
-        );
+    }
+
+    /// BER length at `b[0..]`: (length, bytes the length field takes).
+    fn ber_len(b: &[u8]) -> (usize, usize) {
+        match b[0] {
+            0x81 => (b[1] as usize, 2),
+            0x82 => (u16::from_be_bytes([b[1], b[2]]) as usize, 3),
+            n if n < 0x80 => (n as usize, 1),
+            n => panic!("unexpected BER length byte {n:02X}"),
+        }
+    }
+
+    /// Every container of the map, checked against the card itself: the
+    /// tag in its name selects the certificate object read with GET DATA,
+    /// and its items must carry that certificate and its public key, under
+    /// Windows' index formats (issue 13 item 1: PIN Identifier decimal,
+    /// ContainerInfo and kxc/ksc two lowercase hex digits).
+    fn check_containers(c: &mut Ctx, id: &GUID, expect: usize) {
+        let raw = c
+            .read_cache(id, "Cached_CardmodFile\\Cached_CMAPFile")
+            .expect("cmap");
+        assert_eq!(raw.len(), expect * 86, "{expect} containers in the map");
+        for i in 0..expect {
+            let rec = &raw[i * 86..(i + 1) * 86];
+            let name: Vec<u16> = rec[..80]
+                .chunks(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .take_while(|u| *u != 0)
+                .collect();
+            let name = String::from_utf16_lossy(&name);
+            let tag = u32::from_str_radix(&name[30..36], 16).expect("tag in the name");
+            let t = tag.to_be_bytes();
+            let (obj, sw) = c.apdu(&[
+                0x00, 0xCB, 0x3F, 0xFF, 0x05, 0x5C, 0x03, t[1], t[2], t[3], 0x00,
+            ]);
+            assert_eq!(sw, 0x9000, "GET DATA {tag:06X}");
+            assert_eq!(obj[0], 0x53);
+            let (_, n) = ber_len(&obj[1..]);
+            let inner = &obj[1 + n..];
+            assert_eq!(inner[0], 0x70);
+            let (clen, n) = ber_len(&inner[1..]);
+            let cert_der = inner[1 + n..1 + n + clen].to_vec();
+            let cert = x509_cert::Certificate::from_der(&cert_der).expect("certificate");
+            let spki = &cert.tbs_certificate.subject_public_key_info;
+            // PIV slots 9A, 9C, 9E sign; 9D and retired slots agree keys.
+            let signing = matches!(tag, 0x5FC105 | 0x5FC10A | 0x5FC101);
+            let ec = spki.algorithm.oid.to_string() == "1.2.840.10045.2.1";
+            let key_exchange = !ec || !signing;
+            let hex = format!("{i:02x}");
+
+            let pin_item = c
+                .read_cache(id, &format!("Cached_ContainerProperty_PIN Identifier_{i}"))
+                .unwrap_or_else(|e| panic!("PIN Identifier_{i}: 0x{e:08X}"));
+            assert_eq!(&pin_item[16..], &[1, 0, 0, 0]);
+            let ci = c
+                .read_cache(id, &format!("Cached_ContainerInfo_{hex}"))
+                .unwrap_or_else(|e| panic!("ContainerInfo_{hex}: 0x{e:08X}"));
+            let ci = &ci[16..];
+            let sig_len = u32::from_le_bytes(ci[8..12].try_into().unwrap()) as usize;
+            let kx_len = u32::from_le_bytes(ci[12..16].try_into().unwrap()) as usize;
+            let blob = &ci[16..];
+            assert_eq!(blob.len(), sig_len + kx_len);
+            if ec {
+                let point = spki.subject_public_key.raw_bytes();
+                let n = (point.len() - 1) / 2;
+                let magic: &[u8] = match (signing, n) {
+                    (true, 32) => b"ECS1",
+                    (true, 48) => b"ECS3",
+                    (false, 32) => b"ECK1",
+                    (false, 48) => b"ECK3",
+                    _ => panic!("curve with {n}-byte coordinates"),
+                };
+                assert_eq!(
+                    (sig_len, kx_len),
+                    if signing {
+                        (8 + 2 * n, 0)
+                    } else {
+                        (0, 8 + 2 * n)
+                    },
+                    "container {i}: ECC key in the slot of its role"
+                );
+                assert_eq!(&blob[..4], magic, "container {i}: magic");
+                assert_eq!(blob[4..8], (n as u32).to_le_bytes());
+                assert_eq!(&blob[8..], &point[1..], "container {i}: X || Y");
+                let bits = if signing { &rec[82..84] } else { &rec[84..86] };
+                assert_eq!(u16::from_le_bytes([bits[0], bits[1]]) as usize, n * 8);
+            } else {
+                let pk = rsa::RsaPublicKey::from_public_key_der(&spki.to_der().unwrap()).unwrap();
+                assert_eq!((sig_len, kx_len), (0, 20 + pk.size()));
+                assert_eq!(
+                    blob[20..].to_vec(),
+                    pk.n().to_bytes_le(),
+                    "container {i}: own modulus"
+                );
+                assert_eq!(
+                    u16::from_le_bytes([rec[84], rec[85]]) as usize,
+                    pk.n().bits()
+                );
+            }
+            let prefix = if key_exchange { "kxc" } else { "ksc" };
+            let other = if key_exchange { "ksc" } else { "kxc" };
+            let file = c
+                .read_cache(id, &format!("Cached_GeneralFile/mscp/{prefix}{hex}"))
+                .unwrap_or_else(|e| panic!("{prefix}{hex}: 0x{e:08X}"));
+            let mut inflated = Vec::new();
+            flate2::read::ZlibDecoder::new(&file[20..])
+                .read_to_end(&mut inflated)
+                .unwrap();
+            assert_eq!(
+                inflated, cert_der,
+                "{prefix}{hex} is container {i}'s certificate"
+            );
+            assert_eq!(
+                c.read_cache(id, &format!("Cached_GeneralFile/mscp/{other}{hex}")),
+                Err(0x8010_0070),
+                "container {i} has no {other} file"
+            );
+        }
+        for gone in [
+            format!("Cached_ContainerInfo_{expect:02x}"),
+            format!("Cached_GeneralFile/mscp/kxc{expect:02x}"),
+        ] {
+            assert_eq!(
+                c.read_cache(id, &gone),
+                Err(0x8010_0070),
+                "{gone}: past the last container"
+            );
+        }
     }
 
     fn pkcs1_block(digest: &[u8], k: usize) -> Vec<u8> {
@@ -435,6 +559,11 @@ mod flow {
 
         let id: GUID = unsafe { std::ptr::read_unaligned(guid.as_ptr().cast()) };
         check_cache(&mut c, &id, activity, &guid, &cert_der);
+        let containers = std::env::var("MSCLMD_FLOW_CONTAINERS")
+            .map(|v| v.parse().expect("MSCLMD_FLOW_CONTAINERS"))
+            .unwrap_or(1);
+        check_containers(&mut c, &id, containers);
+        println!("{containers} containers checked against the card");
 
         // VERIFY then the chained GENERAL AUTHENTICATE msclmd sends.
         let mut verify = vec![0x00, 0x20, 0x00, 0x80, 0x08];

@@ -1,6 +1,6 @@
 //! The smart card cache items msclmd.dll reads through `SCardReadCacheW`,
-//! built from what the card itself answers (see
-//! `../shared/spec/msclmd-cache.md` for every byte layout).
+//! built from what the card itself answers (docs/msclmd-cache.md gives
+//! every byte layout, the naming rules and where each fact comes from).
 //!
 //! The card is read through APDUs only (SELECT, GET DATA of the CHUID and of
 //! every certificate object), so an embedded card and a remote one give the
@@ -8,13 +8,18 @@
 //! read from the card itself.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::Read;
 
 use der::Decode;
-use flate2::read::{GzDecoder, ZlibDecoder};
-use flate2::write::ZlibEncoder;
+use flate2::read::GzDecoder;
 use piv_applet::apdu::build_command;
 use piv_applet::tlv;
+
+pub mod record;
+
+pub use record::{
+    CardCf, CertFile, ContainerInfo, ContainerRecord, DecodeError, EccMagic, KeyBlob, Record, Value,
+};
 
 /// PIV application identifier (NIST SP 800-73-4), the 9-byte form OpenSC
 /// and msclmd select.
@@ -265,19 +270,6 @@ pub fn cardcf(f: Freshness, activity: u16) -> [u8; 6] {
     [1, f.pin, c[0], c[1], fi[0], fi[1]]
 }
 
-fn with_header(cf: &[u8; 6], value: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(16 + value.len());
-    v.extend_from_slice(cf);
-    v.extend_from_slice(&[0; 6]);
-    v.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    v.extend_from_slice(value);
-    v
-}
-
-fn u32s(vals: &[u32]) -> Vec<u8> {
-    vals.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
 /// One cache item as `SCardReadCacheW` returns it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheItem {
@@ -286,13 +278,45 @@ pub struct CacheItem {
 }
 
 /// Choices that change what is cached.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CacheOptions {
-    /// Pre-cache ECC containers in the format described in docs/windows.md.
-    /// That format is inferred from the minidriver specification, not
-    /// captured from msclmd, so by default a card with an ECC certificate
-    /// gets no container items at all and msclmd reads the card itself.
+    /// Serve ECC containers (the default). Their layout follows the
+    /// minidriver specification and OpenSC's minidriver, not a capture of
+    /// msclmd (docs/msclmd-cache.md), so it can be turned off: the ECC
+    /// certificates then get no container and only RSA keys are offered.
     pub ecc_containers: bool,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            ecc_containers: true,
+        }
+    }
+}
+
+/// What Windows may do with a container's key, which decides where its
+/// size, key blob and certificate file go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRole {
+    /// AT_KEYEXCHANGE: `wKeyExchangeKeySizeBits`, `pbKeyExPublicKey`, `kxc`.
+    KeyExchange,
+    /// AT_SIGNATURE: `wSigKeySizeBits`, `pbSigPublicKey`, `ksc`.
+    Signature,
+}
+
+impl KeyRole {
+    /// RSA keys are key-exchange keys (as in the Windows capture; they sign
+    /// too). An ECC key signs in the PIV signing slots 9A, 9C and 9E and
+    /// agrees keys in 9D and the retired slots: OpenSC's minidriver derives
+    /// the role from the key's usage, which its PIV driver sets this way.
+    pub fn of(key: &PublicKey, key_ref: u8) -> KeyRole {
+        match key {
+            PublicKey::Rsa { .. } => KeyRole::KeyExchange,
+            PublicKey::Ec { .. } if matches!(key_ref, 0x9A | 0x9C | 0x9E) => KeyRole::Signature,
+            PublicKey::Ec { .. } => KeyRole::KeyExchange,
+        }
+    }
 }
 
 /// A certificate's public key as msclmd caches it.
@@ -379,64 +403,26 @@ fn pkcs1_rsa(bytes: &[u8]) -> Result<PublicKey, String> {
     })
 }
 
-/// CryptoAPI PUBLICKEYBLOB (RSA) or BCRYPT_ECCKEY_BLOB (ECC).
-pub fn key_blob(key: &PublicKey) -> Vec<u8> {
+/// A key's blob for its container: CryptoAPI PUBLICKEYBLOB (RSA) or
+/// BCRYPT_ECCKEY_BLOB with the ECDSA magic for a signature key and the ECDH
+/// magic for a key-agreement key.
+pub fn key_blob(key: &PublicKey, role: KeyRole) -> KeyBlob {
     match key {
-        PublicKey::Rsa { modulus, exponent } => {
-            let bitlen = (modulus.len() * 8) as u32;
-            let mut v = vec![0x06, 0x02, 0x00, 0x00, 0x00, 0xA4, 0x00, 0x00];
-            v.extend_from_slice(b"RSA1");
-            v.extend_from_slice(&bitlen.to_le_bytes());
-            v.extend_from_slice(&exponent.to_le_bytes());
-            v.extend(modulus.iter().rev());
-            v
-        }
-        PublicKey::Ec { bits, x, y } => {
-            // BCRYPT_ECDSA_PUBLIC_P256_MAGIC "ECS1" / P384 "ECS3".
-            let magic: u32 = if *bits == 256 {
-                0x3153_4345
-            } else {
-                0x3353_4345
-            };
-            let mut v = magic.to_le_bytes().to_vec();
-            v.extend_from_slice(&(x.len() as u32).to_le_bytes());
-            v.extend_from_slice(x);
-            v.extend_from_slice(y);
-            v
-        }
+        PublicKey::Rsa { modulus, exponent } => KeyBlob::Rsa {
+            exponent: *exponent,
+            modulus: modulus.clone(),
+        },
+        PublicKey::Ec { bits, x, y } => KeyBlob::Ecc {
+            magic: match (role, *bits == 256) {
+                (KeyRole::Signature, true) => EccMagic::EcdsaP256,
+                (KeyRole::Signature, false) => EccMagic::EcdsaP384,
+                (KeyRole::KeyExchange, true) => EccMagic::EcdhP256,
+                (KeyRole::KeyExchange, false) => EccMagic::EcdhP384,
+            },
+            x: x.clone(),
+            y: y.clone(),
+        },
     }
-}
-
-/// One 86-byte CONTAINER_MAP_RECORD.
-pub fn cmap_record(name: &str, default: bool, sig_bits: u16, kx_bits: u16) -> [u8; 86] {
-    let mut r = [0u8; 86];
-    for (i, unit) in name.encode_utf16().take(39).enumerate() {
-        r[2 * i..2 * i + 2].copy_from_slice(&unit.to_le_bytes());
-    }
-    r[80] = if default { 0x03 } else { 0x01 };
-    r[82..84].copy_from_slice(&sig_bits.to_le_bytes());
-    r[84..86].copy_from_slice(&kx_bits.to_le_bytes());
-    r
-}
-
-/// The kxc/ksc certificate record value: flags, DER length, zlib stream.
-pub fn compressed_cert(der: &[u8]) -> Result<Vec<u8>, CacheError> {
-    let len = u16::try_from(der.len()).map_err(|_| CacheError::Malformed {
-        what: "certificate".into(),
-        detail: format!("{} bytes do not fit the 16-bit length field", der.len()),
-    })?;
-    let mut z = ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(der)
-        .and_then(|_| z.flush())
-        .map_err(|e| CacheError::Transport(e.to_string()))?;
-    let stream = z
-        .finish()
-        .map_err(|e| CacheError::Transport(e.to_string()))?;
-    let mut v = Vec::with_capacity(4 + stream.len());
-    v.extend_from_slice(&1u16.to_le_bytes());
-    v.extend_from_slice(&len.to_le_bytes());
-    v.extend_from_slice(&stream);
-    Ok(v)
 }
 
 /// Names of the items, so tests and callers do not repeat string literals.
@@ -452,6 +438,30 @@ pub mod names {
     pub const KEY_SIZES_SIG: &str = "Cached_CardProperty_Key Sizes_2";
     pub const CMAPFILE: &str = "Cached_GeneralFile/mscp/cmapfile";
     pub const CMAPFILE_RAW: &str = "Cached_CardmodFile\\Cached_CMAPFile";
+
+    // Per-container names. Windows formats the index differently per item
+    // (docs/msclmd-cache.md, "Item names"): basecsp's container-property
+    // reader uses "%s_%s_%d" (decimal), CspGetContainerInfo "%s_%02x" (hex),
+    // so container 10 is `PIN Identifier_10` but `ContainerInfo_0a`.
+
+    /// `Cached_ContainerProperty_PIN Identifier_<i>`, decimal index.
+    pub fn pin_identifier(index: usize) -> String {
+        format!("Cached_ContainerProperty_PIN Identifier_{index}")
+    }
+
+    /// `Cached_ContainerInfo_<ii>`, two lowercase hex digits.
+    pub fn container_info(index: usize) -> String {
+        format!("Cached_ContainerInfo_{index:02x}")
+    }
+
+    /// The certificate file of a container: `kxc<ii>` for a key-exchange
+    /// key, `ksc<ii>` for a signature key, two lowercase hex digits like the
+    /// ContainerInfo index (GIDS and Gemalto minidrivers format it in hex;
+    /// no source formats it in decimal past 9 except OpenSC's own driver).
+    pub fn cert_file(key_exchange: bool, index: usize) -> String {
+        let prefix = if key_exchange { "kxc" } else { "ksc" };
+        format!("Cached_GeneralFile/mscp/{prefix}{index:02x}")
+    }
 }
 
 /// Builds every item for a card. `activity` is HIWORD(dwEventState) of the
@@ -462,218 +472,119 @@ pub fn build_items(
     activity: u16,
     opts: &CacheOptions,
 ) -> Result<Vec<CacheItem>, CacheError> {
-    let cf = cardcf(fresh, activity);
+    let cf = CardCf(cardcf(fresh, activity));
     let mut items = Vec::new();
-    let mut put = |name: String, value: Vec<u8>| items.push(CacheItem { name, value });
-    put(names::PIN_FRESHNESS.into(), vec![fresh.pin, 0]);
+    let mut put = |name: String, record: Record| {
+        items.push(CacheItem {
+            name,
+            value: record.encode(),
+        })
+    };
+    let dword = |d: u32| Record::Headered(cf, Value::Dword(d));
     put(
-        names::FILE_FRESHNESS.into(),
-        fresh.files.to_le_bytes().to_vec(),
+        names::PIN_FRESHNESS.into(),
+        Record::Counter(fresh.pin.into()),
     );
+    put(names::FILE_FRESHNESS.into(), Record::Counter(fresh.files));
     put(
         names::CONTAINER_FRESHNESS.into(),
-        fresh.containers.to_le_bytes().to_vec(),
+        Record::Counter(fresh.containers),
     );
     // msclmd marks real PIV cards read-only and never enrolls on them.
-    put(names::READ_ONLY.into(), with_header(&cf, &u32s(&[1])));
-    put(names::CACHE_MODE.into(), with_header(&cf, &u32s(&[1])));
-    put(names::X509_ENROLLMENT.into(), with_header(&cf, &u32s(&[0])));
+    put(names::READ_ONLY.into(), dword(1));
+    put(names::CACHE_MODE.into(), dword(1));
+    put(names::X509_ENROLLMENT.into(), dword(0));
     put(
         names::CAPABILITIES.into(),
-        with_header(&cf, &u32s(&[1, 0, 1])),
+        Record::Headered(cf, Value::Capabilities([1, 0, 1])),
     );
     // CARD_KEY_SIZES for RSA as the card implements it: 1024..4096 by 1024.
-    let sizes = u32s(&[1, 1024, 2048, 4096, 1024]);
-    put(names::KEY_SIZES_KEYX.into(), with_header(&cf, &sizes));
-    put(names::KEY_SIZES_SIG.into(), with_header(&cf, &sizes));
+    let sizes = Record::Headered(cf, Value::KeySizes([1, 1024, 2048, 4096, 1024]));
+    put(names::KEY_SIZES_KEYX.into(), sizes.clone());
+    put(names::KEY_SIZES_SIG.into(), sizes);
 
-    let mut containers = Vec::new();
-    for c in &info.certs {
-        let key = certificate_public_key(&c.der)?;
-        containers.push((c, key));
-    }
-    if !opts.ecc_containers
-        && containers
-            .iter()
-            .any(|(_, k)| matches!(k, PublicKey::Ec { .. }))
-    {
-        // Leave the whole container map to msclmd: a partial map would hide
-        // the ECC keys, a guessed format might break the RSA ones too.
-        return Ok(items);
-    }
-    let mut cmap = Vec::new();
-    for (i, (c, key)) in containers.iter().enumerate() {
-        let name = container_name(&info.guid, c.object_tag);
-        let (sig, kx) = match key {
-            PublicKey::Rsa { .. } => (0, key.bits()),
-            PublicKey::Ec { .. } => (key.bits(), 0),
-        };
-        cmap.extend_from_slice(&cmap_record(&name, i == 0, sig, kx));
-    }
-    put(names::CMAPFILE.into(), with_header(&cf, &cmap));
-    put(names::CMAPFILE_RAW.into(), cmap);
-    for (i, (c, key)) in containers.iter().enumerate() {
+    // A certificate whose key Windows cannot use here (Ed25519, X25519,
+    // another curve, or no parsable certificate) gets no container; every
+    // other one does, so one odd slot never hides the RSA keys.
+    let containers: Vec<_> = info
+        .certs
+        .iter()
+        .filter_map(|c| {
+            let key = certificate_public_key(&c.der).ok()?;
+            let ec = matches!(key, PublicKey::Ec { .. });
+            (!ec || opts.ecc_containers).then(|| (c, KeyRole::of(&key, c.key_ref), key))
+        })
+        .collect();
+    let cmap: Vec<ContainerRecord> = containers
+        .iter()
+        .enumerate()
+        .map(|(i, (c, role, key))| {
+            let (sig_bits, key_exchange_bits) = match role {
+                KeyRole::KeyExchange => (0, key.bits()),
+                KeyRole::Signature => (key.bits(), 0),
+            };
+            ContainerRecord {
+                name: container_name(&info.guid, c.object_tag),
+                // Valid; the first container is also the default.
+                flags: if i == 0 { 0x03 } else { 0x01 },
+                sig_bits,
+                key_exchange_bits,
+            }
+        })
+        .collect();
+    put(
+        names::CMAPFILE.into(),
+        Record::Headered(cf, Value::ContainerMap(cmap.clone())),
+    );
+    put(names::CMAPFILE_RAW.into(), Record::RawContainerMap(cmap));
+    for (i, (c, role, key)) in containers.iter().enumerate() {
         // ROLE_USER: the PIV PIN guards every key msclmd uses.
-        put(
-            format!("Cached_ContainerProperty_PIN Identifier_{i}"),
-            with_header(&cf, &u32s(&[1])),
-        );
-        let blob = key_blob(key);
-        let (sig_len, kx_len) = match key {
-            PublicKey::Rsa { .. } => (0, blob.len() as u32),
-            PublicKey::Ec { .. } => (blob.len() as u32, 0),
+        put(names::pin_identifier(i), dword(1));
+        let blob = key_blob(key, *role).encode();
+        let (sig_key, key_exchange_key) = match role {
+            KeyRole::KeyExchange => (Vec::new(), blob),
+            KeyRole::Signature => (blob, Vec::new()),
         };
-        let mut info_v = u32s(&[0, 0, sig_len, kx_len]);
-        info_v.extend_from_slice(&blob);
         put(
-            format!("Cached_ContainerInfo_{i:02}"),
-            with_header(&cf, &info_v),
+            names::container_info(i),
+            Record::Headered(
+                cf,
+                Value::ContainerInfo(ContainerInfo {
+                    version: 0,
+                    reserved: 0,
+                    sig_key,
+                    key_exchange_key,
+                }),
+            ),
         );
-        let prefix = if kx_len > 0 { "kxc" } else { "ksc" };
+        let file = CertFile::compress(&c.der).map_err(|e| CacheError::Malformed {
+            what: format!("certificate in {:06X}", c.object_tag),
+            detail: e.to_string(),
+        })?;
         put(
-            format!("Cached_GeneralFile/mscp/{prefix}{i:02}"),
-            with_header(&cf, &compressed_cert(&c.der)?),
+            names::cert_file(*role == KeyRole::KeyExchange, i),
+            Record::Headered(cf, Value::CertFile(file)),
         );
     }
     Ok(items)
 }
 
-/// Splits a headered item into (cardcf, value); None when the length field
-/// disagrees with the bytes that follow.
+/// Splits a headered item into (cardcf, value); None when it is not one.
 pub fn split_header(item: &[u8]) -> Option<([u8; 6], &[u8])> {
-    if item.len() < 16 {
-        return None;
-    }
-    let len = u32::from_le_bytes(item[12..16].try_into().ok()?) as usize;
-    (item.len() == 16 + len).then(|| (item[..6].try_into().unwrap(), &item[16..]))
+    record::header(item).ok().map(|(cf, v)| (cf.0, v))
 }
 
-/// Inflates a kxc/ksc record to the certificate DER.
+/// Inflates a kxc/ksc record value to the certificate DER.
 pub fn decompress_cert(value: &[u8]) -> Option<Vec<u8>> {
-    if value.len() < 4 {
-        return None;
-    }
-    let flags = u16::from_le_bytes([value[0], value[1]]);
-    let len = usize::from(u16::from_le_bytes([value[2], value[3]]));
-    let out = if flags == 1 {
-        let mut out = Vec::new();
-        ZlibDecoder::new(&value[4..]).read_to_end(&mut out).ok()?;
-        out
-    } else {
-        value[4..].to_vec()
-    };
-    (out.len() == len).then_some(out)
+    CertFile::decode(value).ok()?.certificate()
 }
 
-fn le32s(b: &[u8]) -> Vec<u32> {
-    b.chunks_exact(4)
-        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
-}
-
-fn subject_of(der: &[u8]) -> String {
-    x509_cert::Certificate::from_der(der)
-        .map(|c| c.tbs_certificate.subject.to_string())
-        .unwrap_or_else(|e| format!("<unparsable certificate: {e}>"))
-}
-
-fn decode_cmap(records: &[u8]) -> String {
-    let mut s = String::new();
-    for (i, r) in records.chunks(86).enumerate() {
-        if r.len() != 86 {
-            let _ = write!(s, "\n    trailing {} bytes", r.len());
-            break;
-        }
-        let units: Vec<u16> = r[..80]
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .take_while(|u| *u != 0)
-            .collect();
-        let _ = write!(
-            s,
-            "\n    [{i}] name {:?} flags 0x{:02X} sig bits {} keyx bits {}",
-            String::from_utf16_lossy(&units),
-            r[80],
-            u16::from_le_bytes([r[82], r[83]]),
-            u16::from_le_bytes([r[84], r[85]])
-        );
-    }
-    s
-}
-
-/// A readable view of one item.
+/// A readable view of one item, or why its bytes are not what its name says.
 pub fn decode(name: &str, value: &[u8]) -> String {
-    if name.starts_with("Cached_CardmodFile\\Cached_") && name.ends_with("_Freshness") {
-        return match value {
-            [a, b] => format!("counter {}", u16::from_le_bytes([*a, *b])),
-            _ => format!("unexpected length {}", value.len()),
-        };
+    match Record::decode(name, value) {
+        Ok(r) => r.to_string(),
+        Err(e) => format!("does not decode: {e}"),
     }
-    if name == names::CMAPFILE_RAW {
-        return format!(
-            "{} records (no header){}",
-            value.len() / 86,
-            decode_cmap(value)
-        );
-    }
-    let Some((cf, v)) = split_header(value) else {
-        return "header length field does not match the item".into();
-    };
-    let head = format!(
-        "cardcf v{} pin {} containers {} files {}; {} value bytes",
-        cf[0],
-        cf[1],
-        u16::from_le_bytes([cf[2], cf[3]]),
-        u16::from_le_bytes([cf[4], cf[5]]),
-        v.len()
-    );
-    let body = if name == names::CMAPFILE {
-        format!("{} records{}", v.len() / 86, decode_cmap(v))
-    } else if name.contains("Key Sizes") {
-        let f = le32s(v);
-        format!("CARD_KEY_SIZES {f:?} (version, min, default, max, increment)")
-    } else if name.contains("Capabilities") {
-        format!(
-            "CARD_CAPABILITIES {:?} (version, cert compression, keygen)",
-            le32s(v)
-        )
-    } else if name.starts_with("Cached_ContainerInfo_") && v.len() >= 16 {
-        let f = le32s(&v[..16]);
-        let blob = &v[16..];
-        let key = if blob.starts_with(&[0x06, 0x02]) && blob.len() >= 20 {
-            let bits = u32::from_le_bytes(blob[12..16].try_into().unwrap());
-            let exp = u32::from_le_bytes(blob[16..20].try_into().unwrap());
-            let mut m = blob[20..].to_vec();
-            m.reverse();
-            format!("RSA{} e={} modulus(BE) {}", bits, exp, hex::encode(&m))
-        } else if blob.len() >= 8 {
-            format!(
-                "ECC magic {:?} key bytes {}",
-                String::from_utf8_lossy(&blob[..4]),
-                le32s(&blob[4..8])[0]
-            )
-        } else {
-            "no key".into()
-        };
-        format!(
-            "version {} sig blob {} keyx blob {}; {key}",
-            f[0], f[2], f[3]
-        )
-    } else if name.starts_with("Cached_GeneralFile/mscp/k") {
-        match decompress_cert(v) {
-            Some(der) => format!(
-                "certificate {} bytes DER, subject {}",
-                der.len(),
-                subject_of(&der)
-            ),
-            None => "certificate record does not inflate to its declared length".into(),
-        }
-    } else if v.len() == 4 {
-        format!("u32 {}", le32s(v)[0])
-    } else {
-        String::new()
-    };
-    format!("{head}\n    {body}")
 }
 
 /// Every item as text: name, hex bytes, decoded view.
@@ -963,16 +874,96 @@ mod tests {
         }
     }
 
+    /// The test certificate with its modulus changed in one byte: 24
+    /// certificates whose public keys all differ, without generating keys.
+    fn distinct_certs(n: usize) -> Vec<Vec<u8>> {
+        let be: Vec<u8> = modulus_le(CERT).into_iter().rev().collect();
+        let at = CERT.windows(be.len()).position(|w| w == be).unwrap();
+        (0..n)
+            .map(|i| {
+                let mut c = CERT.to_vec();
+                c[at + 40] ^= i as u8 + 1;
+                c
+            })
+            .collect()
+    }
+
+    /// Issue 13 item 1: with every key slot filled, each container's items
+    /// carry Windows' index format (ContainerInfo and kxc: hex; PIN
+    /// Identifier: decimal) and each ContainerInfo holds its own key.
+    #[test]
+    fn all_24_slots_are_named_in_windows_index_formats() {
+        let certs = distinct_certs(24);
+        let info = CardInfo {
+            guid: GUID,
+            certs: CERT_SLOTS
+                .iter()
+                .zip(&certs)
+                .map(|(&(key_ref, object_tag), der)| SlotCert {
+                    key_ref,
+                    object_tag,
+                    der: der.clone(),
+                })
+                .collect(),
+        };
+        let items = build_items(&info, Freshness::default(), 1, &CacheOptions::default()).unwrap();
+        assert_eq!(items.len(), 11 + 3 * 24);
+        let hex = [
+            "00", "01", "02", "03", "04", "05", "06", "07", "08", "09", "0a", "0b", "0c", "0d",
+            "0e", "0f", "10", "11", "12", "13", "14", "15", "16", "17",
+        ];
+        let raw = item(&items, names::CMAPFILE_RAW);
+        assert_eq!(raw.len(), 24 * 86);
+        for (i, cert) in certs.iter().enumerate() {
+            let rec = &raw[i * 86..(i + 1) * 86];
+            let units: Vec<u16> = rec[..80]
+                .chunks(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .take_while(|u| *u != 0)
+                .collect();
+            let tag = format!("{:06x}", CERT_SLOTS[i].1);
+            assert!(
+                String::from_utf16_lossy(&units).ends_with(&tag),
+                "record {i}"
+            );
+            assert_eq!(
+                item(
+                    &items,
+                    &format!("Cached_ContainerProperty_PIN Identifier_{i}")
+                ),
+                cat(&[&hdr(4), &[1, 0, 0, 0]])
+            );
+            let (_, ci) =
+                split_header(item(&items, &format!("Cached_ContainerInfo_{}", hex[i]))).unwrap();
+            assert_eq!(ci[36..], modulus_le(cert), "container {i} has its own key");
+            let (_, kxc) = split_header(item(
+                &items,
+                &format!("Cached_GeneralFile/mscp/kxc{}", hex[i]),
+            ))
+            .unwrap();
+            assert_eq!(&decompress_cert(kxc).unwrap(), cert, "kxc of container {i}");
+        }
+        // The decimal names of the old encoder must not exist: `_10` is
+        // container 16 (retired slot 8E), not container 10.
+        let (_, ci16) = split_header(item(&items, "Cached_ContainerInfo_10")).unwrap();
+        assert_eq!(ci16[36..], modulus_le(&certs[16]));
+        assert!(!items.iter().any(|it| it.name == "Cached_ContainerInfo_23"));
+    }
+
     #[test]
     fn rsa_blob_for_every_size() {
         for bits in [1024usize, 2048, 3072, 4096] {
             let mut modulus = vec![0xA5; bits / 8];
             modulus[0] = 0xC3;
             modulus[bits / 8 - 1] = 0x01;
-            let b = key_blob(&PublicKey::Rsa {
-                modulus: modulus.clone(),
-                exponent: 65537,
-            });
+            let b = key_blob(
+                &PublicKey::Rsa {
+                    modulus: modulus.clone(),
+                    exponent: 65537,
+                },
+                KeyRole::KeyExchange,
+            )
+            .encode();
             assert_eq!(b.len(), 20 + bits / 8);
             assert_eq!(
                 u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize,
@@ -983,34 +974,101 @@ mod tests {
         }
     }
 
+    /// The P-256 test key's X and Y, through an independent path (p256).
+    fn ec_xy(cert: &[u8]) -> Vec<u8> {
+        let c = x509_cert::Certificate::from_der(cert).unwrap();
+        let spki = der::Encode::to_der(&c.tbs_certificate.subject_public_key_info).unwrap();
+        let pk = p256::PublicKey::from_public_key_der(&spki).unwrap();
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        pk.to_encoded_point(false).as_bytes()[1..].to_vec()
+    }
+
+    /// Issue 13 item 3: RSA in 9A, P-256 in 9C (signing) and in 9D (key
+    /// agreement). Every container is served by default, each ECC key with
+    /// the magic, size field and certificate file of its role; turning ECC
+    /// off still serves the RSA container.
     #[test]
-    fn ecc_cards_leave_containers_to_msclmd_unless_asked() {
-        let i = info(&[(0x9A, 0x5FC105, CERT), (0x9C, 0x5FC10A, EC_CERT)]);
+    fn mixed_rsa_and_ecc_cards_serve_every_container() {
+        let i = info(&[
+            (0x9A, 0x5FC105, CERT),
+            (0x9C, 0x5FC10A, EC_CERT),
+            (0x9D, 0x5FC10B, EC_CERT),
+        ]);
         let items = build_items(&i, Freshness::default(), 1, &CacheOptions::default()).unwrap();
+        let raw = item(&items, names::CMAPFILE_RAW);
+        assert_eq!(raw.len(), 3 * 86, "every container, RSA and ECC");
+        assert_eq!(
+            &raw[82..86],
+            &[0x00, 0x00, 0x00, 0x08],
+            "RSA-2048: key exchange"
+        );
+        assert_eq!(
+            &raw[86 + 82..86 + 86],
+            &[0x00, 0x01, 0x00, 0x00],
+            "9C: 256 signature bits"
+        );
+        assert_eq!(
+            &raw[2 * 86 + 82..],
+            &[0x00, 0x00, 0x00, 0x01],
+            "9D: 256 key-exchange bits"
+        );
+        let xy = ec_xy(EC_CERT);
+        assert_eq!(xy.len(), 64);
+
+        let ci = item(&items, "Cached_ContainerInfo_01");
+        let sig_blob = cat(&[b"ECS1", &[32, 0, 0, 0], &xy]);
+        assert_eq!(
+            ci,
+            cat(&[&hdr(16 + 72), &[0; 8], &[72, 0, 0, 0], &[0; 4], &sig_blob])
+        );
+        let (_, v) = split_header(item(&items, "Cached_GeneralFile/mscp/ksc01")).unwrap();
+        assert_eq!(decompress_cert(v).unwrap(), EC_CERT);
         assert!(!items
             .iter()
-            .any(|it| it.name.contains("cmap") || it.name.contains("CMAP")));
-        assert!(items.iter().any(|it| it.name == names::KEY_SIZES_KEYX));
+            .any(|it| it.name == "Cached_GeneralFile/mscp/kxc01"));
+
+        let ci = item(&items, "Cached_ContainerInfo_02");
+        let kx_blob = cat(&[b"ECK1", &[32, 0, 0, 0], &xy]);
+        assert_eq!(
+            ci,
+            cat(&[&hdr(16 + 72), &[0; 8], &[0; 4], &[72, 0, 0, 0], &kx_blob])
+        );
+        let (_, v) = split_header(item(&items, "Cached_GeneralFile/mscp/kxc02")).unwrap();
+        assert_eq!(decompress_cert(v).unwrap(), EC_CERT);
+        assert!(!items
+            .iter()
+            .any(|it| it.name == "Cached_GeneralFile/mscp/ksc02"));
+
         let items = build_items(
             &i,
             Freshness::default(),
             1,
             &CacheOptions {
-                ecc_containers: true,
+                ecc_containers: false,
             },
         )
         .unwrap();
         let raw = item(&items, names::CMAPFILE_RAW);
-        assert_eq!(
-            &raw[86 + 82..86 + 86],
-            &[0x00, 0x01, 0x00, 0x00],
-            "ECDSA P-256: 256 signature bits"
-        );
-        let (_, v) = split_header(item(&items, "Cached_ContainerInfo_01")).unwrap();
-        assert_eq!(&v[8..16], &[72, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(&v[16..24], b"ECS1\x20\x00\x00\x00");
-        let (_, v) = split_header(item(&items, "Cached_GeneralFile/mscp/ksc01")).unwrap();
-        assert_eq!(decompress_cert(v).unwrap(), EC_CERT);
+        assert_eq!(raw.len(), 86, "ECC off: the RSA container alone");
+        assert_eq!(raw[80], 0x03);
+        assert!(items.iter().any(|it| it.name == "Cached_ContainerInfo_00"));
+        assert!(!items.iter().any(|it| it.name == "Cached_ContainerInfo_01"));
+    }
+
+    /// A certificate Windows cannot use (here: not a certificate at all)
+    /// costs only its own container.
+    #[test]
+    fn an_unusable_certificate_does_not_hide_the_others() {
+        let i = info(&[
+            (0x9A, 0x5FC105, &[0x30, 0x03, 0x02, 0x01, 0x00][..]),
+            (0x9D, 0x5FC10B, CERT),
+        ]);
+        let items = build_items(&i, Freshness::default(), 1, &CacheOptions::default()).unwrap();
+        let raw = item(&items, names::CMAPFILE_RAW);
+        assert_eq!(raw.len(), 86);
+        assert_eq!(raw[80], 0x03, "the first usable container is the default");
+        let (_, v) = split_header(item(&items, "Cached_GeneralFile/mscp/kxc00")).unwrap();
+        assert_eq!(decompress_cert(v).unwrap(), CERT);
     }
 
     #[test]
@@ -1032,14 +1090,9 @@ mod tests {
     /// Layouts against items captured from a real Windows virtual smart card.
     #[test]
     fn layouts_agree_with_the_windows_capture() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/vectors/tpm-vsc-cache-items.json"
-        );
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
-            panic!("reference vectors missing at {path}: {e} (they live outside the repository)")
-        });
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        // Measured data, kept in the repository (see tests/data/README.md).
+        let text = include_str!("../tests/data/tpm-vsc-cache-items.json");
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
         let items = v["items"].as_object().unwrap();
         let get = |n: &str| hex::decode(items[n].as_str().unwrap()).unwrap();
         let pin = get(names::PIN_FRESHNESS);
@@ -1077,8 +1130,16 @@ mod tests {
         assert_eq!(blob_len, ci.len() - 16);
         // Our encoder, fed the capture's certificate, gives the capture's key blob.
         let key = certificate_public_key(&der).unwrap();
-        assert_eq!(key_blob(&key), &ci[16..]);
+        assert_eq!(key_blob(&key, KeyRole::KeyExchange).encode(), &ci[16..]);
         assert_eq!(modulus_le(&der), &ci[36..]);
+        // Every captured item decodes to a typed record that encodes back
+        // to exactly the captured bytes.
+        for (name, hexval) in items {
+            let raw = hex::decode(hexval.as_str().unwrap()).unwrap();
+            let rec = Record::decode(name, &raw).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!matches!(rec, Record::Unknown(_)), "{name}: a known item");
+            assert_eq!(rec.encode(), raw, "{name}: round trip");
+        }
         // And our decoder reads the capture's items.
         assert!(decode(
             "Cached_GeneralFile/mscp/kxc00",
@@ -1091,6 +1152,7 @@ mod tests {
     #[test]
     fn read_card_follows_get_response_and_gzip() {
         use flate2::write::GzEncoder;
+        use std::io::Write;
         let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(CERT).unwrap();
         let gz = gz.finish().unwrap();

@@ -34,7 +34,8 @@ pub mod vars {
     pub const LOG: &str = "VIRTUAL_PIV_LOG";
     /// tracing filter for the log file (default `debug`).
     pub const LOG_LEVEL: &str = "VIRTUAL_PIV_LOG_LEVEL";
-    /// `1` pre-caches ECC containers in the inferred format.
+    /// `0` leaves ECC certificates out of the cached container map (on by
+    /// default; the layout is documented in docs/msclmd-cache.md).
     pub const CACHE_ECC: &str = "VIRTUAL_PIV_CACHE_ECC";
 }
 
@@ -243,7 +244,7 @@ impl Config {
             log_file: get(vars::LOG).filter(|s| !s.is_empty()).map(PathBuf::from),
             log_level: get(vars::LOG_LEVEL).filter(|s| !s.is_empty()),
             cache: CacheOptions {
-                ecc_containers: get(vars::CACHE_ECC).is_some_and(|v| v == "1"),
+                ecc_containers: get(vars::CACHE_ECC).is_none_or(|v| v != "0"),
             },
             ..Config::default()
         };

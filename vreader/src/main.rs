@@ -739,12 +739,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let specs = if cards.is_empty() {
                 let path = paths::default_card_path();
                 if !path.exists() {
+                    // Sealed with the configured passphrase, if any: a plain
+                    // file would then be refused (see Passphrases::open).
                     info!("creating the default card {}", path.display());
                     drop(provision::create_card(
                         &path,
                         &CardOptions::default(),
                         true,
-                        None,
+                        pass.known.as_ref(),
                     )?);
                 }
                 vec![path.display().to_string()]

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the Windows build of winscard-shim needs on Debian 12: the
-# mingw cross toolchain, Wine to run the result, and the two Windows Rust
+# mingw cross toolchain, Wine to run the result, and the Windows Rust
 # targets (gnu to build and run here, msvc because Windows users and CI
-# `cargo check` against it). Safe to run again.
+# `cargo check` against it, i686 gnu so CI keeps the 32-bit DLL
+# buildable). Safe to run again.
 set -euo pipefail
 
 need_apt=()
@@ -15,7 +16,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 installed=$(rustup target list --installed)
-for t in x86_64-pc-windows-gnu x86_64-pc-windows-msvc; do
+for t in x86_64-pc-windows-gnu x86_64-pc-windows-msvc i686-pc-windows-gnu; do
   grep -qx "$t" <<<"$installed" || rustup target add "$t"
 done
 

@@ -28,7 +28,9 @@ fail() { echo "test-windows: FAILED: $*" >&2; exit 1; }
 step() { printf '\n--- %s\n' "$*"; }
 
 command -v wine >/dev/null && command -v x86_64-w64-mingw32-gcc >/dev/null || bash scripts/setup-wine.sh
-rustup target list --installed | grep -qx "$TARGET" || bash scripts/setup-wine.sh
+for t in "$TARGET" i686-pc-windows-gnu; do
+  rustup target list --installed | grep -qx "$t" || bash scripts/setup-wine.sh
+done
 
 mkdir -p "$OUT"
 export WINEPREFIX=$OUT/prefix WINEDEBUG=-all WINEDLLOVERRIDES="winscard=n;bcryptprimitives=n"
@@ -43,6 +45,9 @@ cp "$OUT/bcryptprimitives.dll" "$WINEPREFIX/drive_c/windows/system32/"
 
 step "cargo check for the MSVC target (what Windows users build)"
 cargo check -p winscard-shim --lib --target x86_64-pc-windows-msvc
+
+step "cargo check for 32-bit Windows (i686-pc-windows-gnu: lengths are 32 bits wide there)"
+cargo check -p winscard-shim --lib --target i686-pc-windows-gnu
 
 step "build winscard.dll and the Windows test programs"
 cargo build -p winscard-shim --lib --examples --target "$TARGET"
@@ -73,13 +78,13 @@ rm -f "$LOG"
 MSRDPEX=(WINSCARD_CERTIFICATE_FILE_PATH="$(winpath "$DATA/rsa2048.cert.der")"
          WINSCARD_PRIVATE_KEY_FILE_PATH="$(winpath "$DATA/rsa2048.pkcs1.pem")"
          WINSCARD_SMARTCARD_PIN=$PIN WINSCARD_SMARTCARD_READER_NAME="MsRdpEx Reader"
-         VIRTUAL_PIV_LOG="$(winpath "$LOG")")
+         VIRTUAL_PIV_LOG="$(winpath "$LOG")" VIRTUAL_PIV_LOG_LEVEL=debug)
 step "msclmd flow, card from MsRdpEx variables"
 run_exe msclmd_flow.exe "${MSRDPEX[@]}" MSCLMD_FLOW_PIN=$PIN
 step "pcsc crate client, card from MsRdpEx variables"
 run_exe pcsc_client.exe "${MSRDPEX[@]}"
 
-CARDFILE=(VIRTUAL_PIV_CARD_FILE="$(winpath "$OUT/card.json")" VIRTUAL_PIV_LOG="$(winpath "$LOG")")
+CARDFILE=(VIRTUAL_PIV_CARD_FILE="$(winpath "$OUT/card.json")" VIRTUAL_PIV_LOG="$(winpath "$LOG")" VIRTUAL_PIV_LOG_LEVEL=debug)
 step "msclmd flow, card file"
 run_exe msclmd_flow.exe "${CARDFILE[@]}" MSCLMD_FLOW_PIN=123456
 step "pcsc crate client, card file"
@@ -91,7 +96,7 @@ rm -f "$OUT/sealed.json"
 cargo run -q -p winscard-shim --example make_test_card -- "$OUT/sealed.json" "$DATA/rsa2048.key.pk8.der" "$DATA/rsa2048.cert.der" "$OUT/passphrase" >/dev/null
 grep -q '"virtual-piv-card-sealed"' "$OUT/sealed.json" || fail "make_test_card did not seal $OUT/sealed.json"
 run_exe msclmd_flow.exe VIRTUAL_PIV_CARD_FILE="$(winpath "$OUT/sealed.json")" \
-  VIRTUAL_PIV_CARD_PASSPHRASE_FILE="$(winpath "$OUT/passphrase")" VIRTUAL_PIV_LOG="$(winpath "$LOG")" MSCLMD_FLOW_PIN=123456
+  VIRTUAL_PIV_CARD_PASSPHRASE_FILE="$(winpath "$OUT/passphrase")" VIRTUAL_PIV_LOG="$(winpath "$LOG")" VIRTUAL_PIV_LOG_LEVEL=debug MSCLMD_FLOW_PIN=123456
 grep -q '"virtual-piv-card-sealed"' "$OUT/sealed.json" || fail "the shim's saves unsealed $OUT/sealed.json"
 grep -q 'wine test passphrase' "$LOG" && fail "the passphrase appears in $LOG"
 
@@ -159,7 +164,7 @@ cargo run -q -p winscard-shim --example make_test_card -- "$OUT/abuse-card.json"
 ABUSE_CARD=VIRTUAL_PIV_CARD_FILE=$(winpath "$OUT/abuse-card.json")
 ABUSE_LOG=$OUT/abuse-shim.log
 rm -f "$ABUSE_LOG"
-run_abuse card "$ABUSE_CARD" VIRTUAL_PIV_LOG="$(winpath "$ABUSE_LOG")" -- card 0
+run_abuse card "$ABUSE_CARD" VIRTUAL_PIV_LOG="$(winpath "$ABUSE_LOG")" VIRTUAL_PIV_LOG_LEVEL=debug -- card 0
 [ -s "$ABUSE_LOG" ] || fail "no log written to $ABUSE_LOG"
 if grep -q 'panicked' "$ABUSE_LOG"; then fail "winscard.dll caught a panic at its FFI boundary (see $ABUSE_LOG)"; fi
 step "FFI abuse: card file, every check + leak check (log written to NUL: formatted, not kept)"

@@ -20,7 +20,7 @@ use crate::state::{
     is_valid_new_pin, CardState, Identity, KeySlot, PinState, DEFAULT_PIN, DEFAULT_PUK,
     DEFAULT_TRIES, PIN_BLOCK_LEN, YUBIKEY5_ATR,
 };
-use crate::store::{FileStore, MemoryStore, Store, StoreError};
+use crate::store::{FileStore, MemoryStore, PlainFile, Store, StoreError};
 use crate::{tlv, x509};
 
 /// Largest command a chain may assemble; beyond it the chain is refused
@@ -246,12 +246,22 @@ impl Card {
     }
 
     /// Opens an existing card file, plain or sealed (a sealed one needs its
-    /// passphrase).
+    /// passphrase; a plain one is refused when a passphrase is given,
+    /// [`StoreError::NotSealed`]).
     pub fn open_with(
         path: impl AsRef<Path>,
         passphrase: Option<&Passphrase>,
     ) -> Result<Card, StoreError> {
-        let (store, state) = FileStore::open_with(path.as_ref(), passphrase)?;
+        Card::open_with_policy(path, passphrase, PlainFile::Refuse)
+    }
+
+    /// As [`Self::open_with`], with a choice for a plain file.
+    pub fn open_with_policy(
+        path: impl AsRef<Path>,
+        passphrase: Option<&Passphrase>,
+        plain: PlainFile,
+    ) -> Result<Card, StoreError> {
+        let (store, state) = FileStore::open_with_policy(path.as_ref(), passphrase, plain)?;
         Ok(Card::with_store(state, Box::new(store)))
     }
 

@@ -24,4 +24,4 @@ pub use card::{Card, CardError, CardOptions, TouchMode};
 pub use enums::{AlgorithmId, KeyRef, ObjectId, PinPolicy, Slot, StatusWord, TouchPolicy};
 pub use redact::Redactor;
 pub use sealed::{KdfParams, Passphrase};
-pub use store::StoreError;
+pub use store::{PlainFile, StoreError};

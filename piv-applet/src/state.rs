@@ -209,8 +209,9 @@ pub struct ResetUndo {
     objects: BTreeMap<ObjectId, Vec<u8>>,
 }
 
-/// Everything the card keeps.
-#[derive(Clone, Debug)]
+/// Everything the card keeps. Debug shows object ids and sizes only:
+/// PIN-protected objects are secrets.
+#[derive(Clone)]
 pub struct CardState {
     pub identity: Identity,
     pub pin: PinState,
@@ -221,6 +222,25 @@ pub struct CardState {
     /// Data objects by id. Values are what GET DATA wraps in tag 53, except
     /// Discovery (7E) and BIT group template (7F61), stored as bare TLVs.
     pub objects: BTreeMap<ObjectId, Vec<u8>>,
+}
+
+impl core::fmt::Debug for CardState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let sizes: BTreeMap<String, usize> = self
+            .objects
+            .iter()
+            .map(|(id, v)| (id.to_string(), v.len()))
+            .collect();
+        f.debug_struct("CardState")
+            .field("identity", &self.identity)
+            .field("pin", &self.pin)
+            .field("puk", &self.puk)
+            .field("mgmt", &self.mgmt)
+            .field("mgmt_touch", &self.mgmt_touch)
+            .field("keys", &self.keys)
+            .field("object_sizes", &sizes)
+            .finish()
+    }
 }
 
 impl CardState {

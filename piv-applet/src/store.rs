@@ -63,6 +63,25 @@ pub enum StoreError {
     /// with what was given.
     #[error("{path}: {problem}")]
     Passphrase { path: PathBuf, problem: String },
+    /// A plain card file where a passphrase is configured: someone who
+    /// can write the file may have swapped a sealed card for a plain one of
+    /// their making (then every secret set later would be stored in clear).
+    #[error(
+        "{path}: the card file is not encrypted, but a passphrase is configured \
+         (was the encrypted card file replaced by a plain one?)"
+    )]
+    NotSealed { path: PathBuf },
+}
+
+/// What to do with a plain card file when a passphrase is given.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PlainFile {
+    /// Refuse it ([`StoreError::NotSealed`]).
+    #[default]
+    Refuse,
+    /// Open it in clear (the caller's user asked for that explicitly, or
+    /// is about to encrypt it).
+    Allow,
 }
 
 impl StoreError {
@@ -186,7 +205,7 @@ impl FileStore {
     /// As [`Self::create`]; with a key, every save is sealed with it.
     pub fn create_with(path: &Path, sealing: Option<SealingKey>) -> Result<FileStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+            create_private_dir(dir).map_err(|e| StoreError::io(dir, e))?;
         }
         let lock = FileStore::take_lock(path)?;
         if path.exists() {
@@ -207,15 +226,24 @@ impl FileStore {
     }
 
     /// Locks and loads an existing card file, plain or sealed (a sealed one
-    /// needs its passphrase; a plain one opens whether or not one is
+    /// needs its passphrase; a plain one is refused when a passphrase is
     /// given). Saves keep the file's protection.
     pub fn open_with(
         path: &Path,
         passphrase: Option<&Passphrase>,
     ) -> Result<(FileStore, CardState), StoreError> {
+        FileStore::open_with_policy(path, passphrase, PlainFile::Refuse)
+    }
+
+    /// As [`Self::open_with`], with a choice for a plain file.
+    pub fn open_with_policy(
+        path: &Path,
+        passphrase: Option<&Passphrase>,
+        plain: PlainFile,
+    ) -> Result<(FileStore, CardState), StoreError> {
         let lock = FileStore::take_lock(path)?;
         remove_stale_temporaries(path);
-        let (state, sealing) = load_sealed(path, passphrase)?;
+        let (state, sealing) = load_with_policy(path, passphrase, plain)?;
         Ok((
             FileStore {
                 path: path.to_path_buf(),
@@ -259,6 +287,23 @@ impl Store for FileStore {
     }
 }
 
+/// Creates the directories a new card goes into, readable by their owner
+/// only on Unix (they hold card files and lock files; existing
+/// directories are left as they are).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+/// Opens a file only its owner may read. A symbolic link in its place is
+/// refused (ELOOP) rather than followed: otherwise whoever can write the
+/// card's directory could make us create or lock a file elsewhere.
 fn open_private(path: &Path, truncate_new: bool) -> std::io::Result<File> {
     let mut o = OpenOptions::new();
     o.read(true).write(true);
@@ -270,7 +315,7 @@ fn open_private(path: &Path, truncate_new: bool) -> std::io::Result<File> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        o.mode(0o600);
+        o.mode(0o600).custom_flags(libc::O_NOFOLLOW);
     }
     o.open(path)
 }
@@ -480,13 +525,28 @@ pub fn load(path: &Path) -> Result<CardState, StoreError> {
 }
 
 /// Reads and checks a card file, plain or sealed; for a sealed file also
-/// returns its key, with which the caller can save it again.
+/// returns its key, with which the caller can save it again. A plain file
+/// is refused when a passphrase is given.
 pub fn load_sealed(
     path: &Path,
     passphrase: Option<&Passphrase>,
 ) -> Result<(CardState, Option<SealingKey>), StoreError> {
+    load_with_policy(path, passphrase, PlainFile::Refuse)
+}
+
+/// As [`load_sealed`], with a choice for a plain file.
+pub fn load_with_policy(
+    path: &Path,
+    passphrase: Option<&Passphrase>,
+    plain: PlainFile,
+) -> Result<(CardState, Option<SealingKey>), StoreError> {
     let bytes = Zeroizing::new(fs::read(path).map_err(|e| StoreError::io(path, e))?);
     if !sealed::is_sealed(&bytes) {
+        if passphrase.is_some() && plain == PlainFile::Refuse {
+            return Err(StoreError::NotSealed {
+                path: path.to_path_buf(),
+            });
+        }
         return Ok((from_bytes(&bytes, path)?, None));
     }
     let passphrase = passphrase.ok_or_else(|| StoreError::Passphrase {

@@ -5,7 +5,9 @@
 mod common;
 use common::Host;
 use piv_applet::sealed::{SealingKey, SEALED_FORMAT_NAME};
-use piv_applet::{store, AlgorithmId, Card, CardOptions, KdfParams, Passphrase, StatusWord};
+use piv_applet::{
+    store, AlgorithmId, Card, CardOptions, KdfParams, Passphrase, PlainFile, StatusWord, StoreError,
+};
 
 fn opts() -> CardOptions {
     CardOptions {
@@ -193,8 +195,23 @@ fn passphrase_can_be_set_changed_and_removed() {
     assert!(!card.is_sealed());
     drop(card);
     assert_eq!(json(&path)["format"], "virtual-piv-card");
-    // A plain file opens whether or not a passphrase is given.
-    assert!(Card::open_with(&path, Some(&pass("anything"))).is_ok());
+    // A plain file opens without a passphrase; with one it is refused
+    // (issue 11 item 6: a sealed file swapped for a plain one), unless the
+    // caller allows it explicitly.
+    assert!(Card::open(&path).is_ok());
+    let err = Card::open_with(&path, Some(&pass("anything")))
+        .expect_err("a plain file where a passphrase is configured");
+    assert!(matches!(err, StoreError::NotSealed { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&path.display().to_string()) && msg.contains("not encrypted"),
+        "{msg}"
+    );
+    assert!(store::load_sealed(&path, Some(&pass("anything"))).is_err());
+    assert!(
+        Card::open_with_policy(&path, Some(&pass("anything")), PlainFile::Allow)
+            .is_ok_and(|c| !c.is_sealed())
+    );
 
     // An ephemeral card has no file to seal.
     let mut eph = Card::ephemeral(&opts()).unwrap();

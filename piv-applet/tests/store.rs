@@ -200,3 +200,36 @@ fn secrets_do_not_reach_debug_output() {
     );
     assert!(!text.contains("313233343536"), "PIN leaked in Debug");
 }
+
+/// Issue 11 item 11: the directories a new card file goes into are private
+/// (0700), and a symbolic link planted as the lock file is not followed.
+#[cfg(unix)]
+#[test]
+fn card_directories_are_private_and_the_lock_is_no_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("a/virtual-piv");
+    let path = nested.join("card.json");
+    drop(Card::create(&path, &opts()).unwrap());
+    for d in [dir.path().join("a"), nested.clone()] {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}: {mode:o}", d.display());
+    }
+
+    // The lock file replaced by a link to a file the attacker wants created
+    // or locked: opening the card refuses and creates nothing there.
+    let lock = nested.join("card.json.lock");
+    let _ = std::fs::remove_file(&lock);
+    let target = dir.path().join("elsewhere");
+    std::os::unix::fs::symlink(&target, &lock).unwrap();
+    let err = Card::open(&path)
+        .expect_err("a symlinked lock file")
+        .to_string();
+    assert!(err.contains("card.json.lock"), "{err}");
+    assert!(!target.exists(), "the link was followed");
+    // Also for a new card.
+    let path2 = nested.join("card2.json");
+    std::os::unix::fs::symlink(&target, nested.join("card2.json.lock")).unwrap();
+    assert!(Card::create(&path2, &opts()).is_err());
+    assert!(!target.exists(), "the link was followed");
+}

@@ -470,3 +470,145 @@ fn encrypted_card_file_serves_through_pcscd() {
     assert!(out.contains("stored in clear"), "{out}");
     assert!(vreader_ok(&["status", &card]).contains("encryption:      none"));
 }
+
+/// `vreader` with extra environment variables (stdin is not a terminal).
+fn vreader_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = std::process::Command::new(vreader_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("vreader");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn pin_block(v: &[u8]) -> Vec<u8> {
+    let mut b = v.to_vec();
+    b.resize(8, 0xFF);
+    b
+}
+
+/// Issue 11 item 8: set-pin, set-puk and set-management-key take the new
+/// secret from a file or an environment variable (no terminal here, so no
+/// prompt: a clear error instead); the command-line form still works but
+/// warns that the value is visible.
+#[test]
+fn new_credentials_come_from_files_or_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let card = p("card.json");
+    vreader_ok(&["init", &card]);
+    let state = || piv_applet::store::load(std::path::Path::new(&card)).unwrap();
+
+    std::fs::write(p("pin"), "24681357\n").unwrap();
+    let out = vreader_ok(&["set-pin", &card, "--new-pin-file", &p("pin")]);
+    assert!(!out.contains("WARN"), "{out}");
+    assert_eq!(&state().pin.value[..], &pin_block(b"24681357")[..]);
+
+    let (ok, out) = vreader_env(&["set-pin", &card], &[("VREADER_NEW_PIN", "13572468")]);
+    assert!(ok && !out.contains("WARN"), "{out}");
+    assert_eq!(&state().pin.value[..], &pin_block(b"13572468")[..]);
+
+    let (ok, out) = vreader_env(&["set-pin", &card], &[]);
+    assert!(
+        !ok && out.contains("--new-pin-file") && out.contains("VREADER_NEW_PIN"),
+        "{out}"
+    );
+    assert_eq!(&state().pin.value[..], &pin_block(b"13572468")[..]);
+
+    let out = vreader_ok(&["set-pin", &card, "--new-pin", "11223344"]);
+    assert!(
+        out.contains("WARN") && out.contains("--new-pin-file") && out.contains("process list"),
+        "{out}"
+    );
+    assert_eq!(&state().pin.value[..], &pin_block(b"11223344")[..]);
+
+    std::fs::write(p("puk"), "87654321").unwrap();
+    vreader_ok(&["set-puk", &card, "--new-puk-file", &p("puk")]);
+    assert_eq!(&state().puk.value[..], &pin_block(b"87654321")[..]);
+    let (ok, out) = vreader_env(&["set-puk", &card], &[("VREADER_NEW_PUK", "11112222")]);
+    assert!(ok, "{out}");
+    assert_eq!(&state().puk.value[..], &pin_block(b"11112222")[..]);
+    let out = vreader_ok(&["set-puk", &card, "--new-puk", "33334444"]);
+    assert!(
+        out.contains("WARN") && out.contains("--new-puk-file"),
+        "{out}"
+    );
+
+    let key = "00112233445566778899aabbccddeeff0011223344556677";
+    std::fs::write(p("key"), format!("{key}\n")).unwrap();
+    vreader_ok(&[
+        "set-management-key",
+        &card,
+        "--algorithm",
+        "aes192",
+        "--key-file",
+        &p("key"),
+    ]);
+    assert_eq!(hex::encode(state().mgmt.key_bytes()), key);
+    let key2 = "ffeeddccbbaa99887766554433221100ffeeddccbbaa9988";
+    let (ok, out) = vreader_env(
+        &["set-management-key", &card, "--algorithm", "aes192"],
+        &[("VREADER_MANAGEMENT_KEY", key2)],
+    );
+    assert!(ok && !out.contains("WARN"), "{out}");
+    assert_eq!(hex::encode(state().mgmt.key_bytes()), key2);
+    let out = vreader_ok(&[
+        "set-management-key",
+        &card,
+        "--algorithm",
+        "aes192",
+        "--key",
+        key,
+    ]);
+    assert!(out.contains("WARN") && out.contains("--key-file"), "{out}");
+    assert_eq!(hex::encode(state().mgmt.key_bytes()), key);
+}
+
+/// Issue 11 item 6: with a passphrase file configured, a plain card file
+/// (an encrypted one swapped for it) is refused, naming the file, before
+/// anything is changed; --allow-plain accepts it.
+#[test]
+fn a_plain_card_file_is_refused_when_a_passphrase_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let card = p("card.json");
+    vreader_ok(&["init", &card]);
+    std::fs::write(p("pw"), "a passphrase\n").unwrap();
+    let before = std::fs::read(&card).unwrap();
+    let (ok, out) = vreader_env(
+        &["set-pin", &card, "--new-pin", "24681357"],
+        &[("VREADER_PASSPHRASE_FILE", &p("pw"))],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&card) && out.contains("not encrypted") && out.contains("--allow-plain"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(&card).unwrap(),
+        before,
+        "the card file changed"
+    );
+    let (ok, out) = vreader_env(
+        &["status", "--allow-plain", &card],
+        &[("VREADER_PASSPHRASE_FILE", &p("pw"))],
+    );
+    assert!(ok && out.contains("encryption:      none"), "{out}");
+    // Encrypting a plain file is what `passphrase` is for.
+    vreader_ok(&[
+        "passphrase",
+        "--passphrase-file",
+        &p("pw"),
+        "--new-passphrase-file",
+        &p("pw"),
+        &card,
+    ]);
+    let (ok, out) = vreader_env(&["status", &card], &[("VREADER_PASSPHRASE_FILE", &p("pw"))]);
+    assert!(ok && out.contains("encryption:      passphrase"), "{out}");
+}

@@ -9,4 +9,5 @@ pub mod credentials;
 pub mod host;
 pub mod paths;
 pub mod provision;
+pub mod secrets;
 pub mod slots;

@@ -9,13 +9,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use piv_applet::{
-    AlgorithmId, Card, CardOptions, KdfParams, Passphrase, PinPolicy, Slot, StoreError, TouchMode,
-    TouchPolicy,
+    AlgorithmId, Card, CardOptions, KdfParams, Passphrase, PinPolicy, PlainFile, Slot, StoreError,
+    TouchMode, TouchPolicy,
 };
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 use vreader::host::{self, Endpoint, Limits};
-use vreader::{credentials, paths, provision, slots};
+use vreader::{credentials, paths, provision, secrets, slots};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +33,11 @@ struct Cli {
         value_name = "FILE"
     )]
     passphrase_file: Option<PathBuf>,
+    /// With --passphrase-file: also accept card files that are not
+    /// encrypted (without it they are refused, since a plain file where an
+    /// encrypted one is expected may have been swapped in).
+    #[arg(long, global = true)]
+    allow_plain: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,8 +88,10 @@ enum Command {
         #[arg(long)]
         allow_remote: bool,
         /// Drop a listen-mode reader that stays silent this many seconds
-        /// (0 = never).
-        #[arg(long, default_value_t = 0)]
+        /// (0 = never), so one silent peer cannot hold the card for
+        /// everyone. The winscard shim sends a GET ATR every 30 s while it
+        /// holds a connection, well inside the default.
+        #[arg(long, default_value_t = 120)]
         idle_timeout: u64,
         /// What happens when a key asks for a touch.
         #[arg(long, value_enum, default_value = "auto")]
@@ -191,26 +198,45 @@ enum Command {
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
-    /// Set the PIN (its retry counter is reset).
+    /// Set the PIN (its retry counter is reset). The new PIN comes from
+    /// --new-pin-file, else $VREADER_NEW_PIN, else the terminal (asked
+    /// twice).
     SetPin {
         file: PathBuf,
+        /// File holding the new PIN (its first line).
+        #[arg(long, value_name = "FILE", conflicts_with = "new_pin")]
+        new_pin_file: Option<PathBuf>,
+        /// The new PIN itself: visible to other local users in the process
+        /// list and kept in shell history (a warning says so).
         #[arg(long)]
-        new_pin: String,
+        new_pin: Option<String>,
     },
-    /// Set the PUK (its retry counter is reset).
+    /// Set the PUK (its retry counter is reset). The new PUK comes from
+    /// --new-puk-file, else $VREADER_NEW_PUK, else the terminal.
     SetPuk {
         file: PathBuf,
+        /// File holding the new PUK (its first line).
+        #[arg(long, value_name = "FILE", conflicts_with = "new_puk")]
+        new_puk_file: Option<PathBuf>,
+        /// The new PUK itself (visible in the process list; a warning
+        /// says so).
         #[arg(long)]
-        new_puk: String,
+        new_puk: Option<String>,
     },
-    /// Set the management key.
+    /// Set the management key. The key (hex: 24 bytes for TDES/AES192, 16
+    /// AES128, 32 AES256) comes from --key-file, else
+    /// $VREADER_MANAGEMENT_KEY, else the terminal.
     SetManagementKey {
         file: PathBuf,
         #[arg(long, value_enum)]
         algorithm: MgmtAlg,
-        /// The key in hex (24 bytes for TDES/AES192, 16 AES128, 32 AES256).
+        /// File holding the key in hex (its first line).
+        #[arg(long, value_name = "FILE", conflicts_with = "key")]
+        key_file: Option<PathBuf>,
+        /// The key in hex itself (visible in the process list; a warning
+        /// says so).
         #[arg(long)]
-        key: String,
+        key: Option<String>,
     },
     /// Write a slot's certificate and/or public key as PEM.
     Export {
@@ -357,26 +383,51 @@ fn main() -> ExitCode {
 struct Passphrases {
     file: Option<PathBuf>,
     known: Option<Passphrase>,
+    /// Plain card files are refused when a passphrase file is configured,
+    /// unless this is set (--allow-plain).
+    allow_plain: bool,
 }
 
 impl Passphrases {
-    fn new(file: Option<PathBuf>) -> anyhow::Result<Passphrases> {
+    fn new(file: Option<PathBuf>, allow_plain: bool) -> anyhow::Result<Passphrases> {
         let known = file.as_deref().map(Passphrase::from_file).transpose()?;
-        Ok(Passphrases { file, known })
+        Ok(Passphrases {
+            file,
+            known,
+            allow_plain,
+        })
     }
 
-    /// Opens a card file, plain or encrypted.
+    /// Opens a card file, plain or encrypted. A configured passphrase file
+    /// means the cards are expected encrypted: a plain one is refused
+    /// unless --allow-plain. A passphrase typed for an earlier card says
+    /// nothing about this one, so it does not make plain files suspect.
     fn open(&mut self, path: impl AsRef<std::path::Path>) -> anyhow::Result<Card> {
-        let path = path.as_ref();
-        let card = match Card::open_with(path, self.known.as_ref()) {
+        let plain = if self.file.is_some() && !self.allow_plain {
+            PlainFile::Refuse
+        } else {
+            PlainFile::Allow
+        };
+        self.open_with_policy(path.as_ref(), plain)
+    }
+
+    fn open_with_policy(
+        &mut self,
+        path: &std::path::Path,
+        plain: PlainFile,
+    ) -> anyhow::Result<Card> {
+        let card = match Card::open_with_policy(path, self.known.as_ref(), plain) {
             Err(StoreError::Passphrase { .. }) if self.known.is_none() && stdin_is_terminal() => {
                 let p = prompt(&format!("passphrase for {}: ", path.display()))?;
-                let card = Card::open_with(path, Some(&p))?;
+                let card = Card::open_with_policy(path, Some(&p), plain)?;
                 self.known = Some(p);
                 card
             }
             Err(e @ StoreError::Passphrase { .. }) if self.known.is_none() => {
                 bail!("{e} (give --passphrase-file FILE or set $VREADER_PASSPHRASE_FILE)")
+            }
+            Err(e @ StoreError::NotSealed { .. }) => {
+                bail!("{e}; give --allow-plain to use it as it is")
             }
             other => other?,
         };
@@ -419,7 +470,7 @@ fn prompt(text: &str) -> anyhow::Result<Passphrase> {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
-    let mut pass = Passphrases::new(cli.passphrase_file.clone())?;
+    let mut pass = Passphrases::new(cli.passphrase_file.clone(), cli.allow_plain)?;
     match cli.command {
         Command::Init {
             file,
@@ -451,7 +502,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             new_passphrase_file,
             remove,
         } => {
-            let mut card = pass.open(&file)?;
+            // Encrypting a plain card is what this command is for.
+            let mut card = pass.open_with_policy(&file, PlainFile::Allow)?;
             if remove {
                 if !card.is_sealed() {
                     bail!("{}: the card file is not encrypted", file.display());
@@ -592,23 +644,54 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             println!("{}", credentials::pem("CERTIFICATE", &der).trim_end());
             Ok(())
         }
-        Command::SetPin { file, new_pin } => {
-            pass.open(&file)?.set_pin(new_pin.as_bytes())?;
+        Command::SetPin {
+            file,
+            new_pin_file,
+            new_pin,
+        } => {
+            let pin = secrets::SecretArg {
+                what: "the new PIN",
+                flag: "--new-pin",
+                file_flag: "--new-pin-file",
+                env: "VREADER_NEW_PIN",
+            }
+            .get(new_pin, new_pin_file)?;
+            pass.open(&file)?.set_pin(pin.as_bytes())?;
             println!("PIN changed");
             Ok(())
         }
-        Command::SetPuk { file, new_puk } => {
-            pass.open(&file)?.set_puk(new_puk.as_bytes())?;
+        Command::SetPuk {
+            file,
+            new_puk_file,
+            new_puk,
+        } => {
+            let puk = secrets::SecretArg {
+                what: "the new PUK",
+                flag: "--new-puk",
+                file_flag: "--new-puk-file",
+                env: "VREADER_NEW_PUK",
+            }
+            .get(new_puk, new_puk_file)?;
+            pass.open(&file)?.set_puk(puk.as_bytes())?;
             println!("PUK changed");
             Ok(())
         }
         Command::SetManagementKey {
             file,
             algorithm,
+            key_file,
             key,
         } => {
-            let bytes =
-                zeroize::Zeroizing::new(hex::decode(key.trim()).context("--key must be hex")?);
+            let key = secrets::SecretArg {
+                what: "the management key",
+                flag: "--key",
+                file_flag: "--key-file",
+                env: "VREADER_MANAGEMENT_KEY",
+            }
+            .get(key, key_file)?;
+            let bytes = zeroize::Zeroizing::new(
+                hex::decode(key.trim()).context("the management key must be hex")?,
+            );
             let key = piv_applet::mgmt::ManagementKey::new(algorithm.algorithm(), &bytes)?;
             pass.open(&file)?.set_management_key(key)?;
             println!("management key changed");
@@ -672,12 +755,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let specs = if cards.is_empty() {
                 let path = paths::default_card_path();
                 if !path.exists() {
+                    // Sealed with the configured passphrase, if any: a plain
+                    // file would then be refused (see Passphrases::open).
                     info!("creating the default card {}", path.display());
                     drop(provision::create_card(
                         &path,
                         &CardOptions::default(),
                         true,
-                        None,
+                        pass.known.as_ref(),
                     )?);
                 }
                 vec![path.display().to_string()]

@@ -149,12 +149,12 @@ pub unsafe extern "C" fn SCardGetStatusChange(
         }
         // A count no array can have would be undefined behaviour in
         // from_raw_parts_mut (an abort in debug builds).
-        if rgReaderStates.is_null()
-            || cReaders as usize > isize::MAX as usize / std::mem::size_of::<SCARD_READERSTATE>()
-        {
+        if rgReaderStates.is_null() {
             return Err(ScardError::InvalidParameter);
         }
-        let rs = std::slice::from_raw_parts_mut(rgReaderStates, cReaders as usize);
+        let n = u::slice_len::<SCARD_READERSTATE>(cReaders as usize, usize::MAX)
+            .ok_or(ScardError::InvalidParameter)?;
+        let rs = std::slice::from_raw_parts_mut(rgReaderStates, n);
         let mut io = Vec::with_capacity(rs.len());
         for r in rs.iter() {
             let name = u::cstr(r.szReader.cast()).ok_or(ScardError::InvalidValue)?;
@@ -308,10 +308,9 @@ pub unsafe extern "C" fn SCardTransmit(
         }
         // Checked before the slice exists: a length past any APDU (say
         // (DWORD)-1) would be undefined behaviour in from_raw_parts.
-        if cbSendLength as usize > consts::MAX_APDU {
-            return Err(ScardError::InvalidParameter);
-        }
-        let apdu = std::slice::from_raw_parts(pbSendBuffer, cbSendLength as usize);
+        let n = u::slice_len::<u8>(cbSendLength as usize, consts::MAX_APDU)
+            .ok_or(ScardError::InvalidParameter)?;
+        let apdu = std::slice::from_raw_parts(pbSendBuffer, n);
         let proto = (*pioSendPci).dwProtocol as u32;
         let resp = crate::global()?.transmit(id(hCard), Some(proto), apdu)?;
         if !pioRecvPci.is_null() {
@@ -335,11 +334,11 @@ pub unsafe extern "C" fn SCardControl(
     run("SCardControl", || {
         let input = if pbSendBuffer.is_null() {
             &[][..]
-        } else if cbSendLength as usize > consts::MAX_APDU {
-            // pcsc-lite's code for a send length past MAX_BUFFER_SIZE_EXTENDED.
-            return Err(ScardError::InsufficientBuffer);
         } else {
-            std::slice::from_raw_parts(pbSendBuffer.cast::<u8>(), cbSendLength as usize)
+            // pcsc-lite's code for a send length past MAX_BUFFER_SIZE_EXTENDED.
+            let n = u::slice_len::<u8>(cbSendLength as usize, consts::MAX_APDU)
+                .ok_or(ScardError::InsufficientBuffer)?;
+            std::slice::from_raw_parts(pbSendBuffer.cast::<u8>(), n)
         };
         let c = if dwControlCode == GET_FEATURE_REQUEST {
             Control::GetFeatureRequest

@@ -35,6 +35,16 @@ impl Dword for u64 {
     }
 }
 
+/// A caller's element count, checked before any slice is made of it:
+/// `from_raw_parts` is undefined behaviour for more than `isize::MAX`
+/// bytes, which a DWORD reaches on 32-bit targets, and `limit` (the most
+/// the call can use, say one extended APDU) keeps a wild length from
+/// being read at all. `None` when the count is unusable.
+pub(crate) fn slice_len<T>(count: usize, limit: usize) -> Option<usize> {
+    let most = isize::MAX as usize / std::mem::size_of::<T>().max(1);
+    (count <= limit.min(most)).then_some(count)
+}
+
 /// Runs an export's body; a panic becomes SCARD_F_INTERNAL_ERROR instead
 /// of unwinding into C (undefined behaviour) or aborting the host process.
 pub(crate) fn guard(name: &'static str, f: impl FnOnce() -> ScardResult<()>) -> ScardResult<()> {
@@ -268,4 +278,26 @@ pub(crate) fn one_a(s: &str) -> Vec<u8> {
 /// One NUL-terminated UTF-16 string.
 pub(crate) fn one_w(s: &str) -> Vec<u16> {
     s.encode_utf16().chain([0]).collect()
+}
+
+#[cfg(test)]
+mod length_tests {
+    use super::slice_len;
+
+    #[test]
+    fn lengths_are_checked_against_the_limit_and_the_address_space() {
+        assert_eq!(slice_len::<u8>(5, 10), Some(5));
+        assert_eq!(slice_len::<u8>(10, 10), Some(10));
+        assert_eq!(slice_len::<u8>(11, 10), None);
+        // What a 32-bit caller's (DWORD)-1 becomes, and anything a slice
+        // of this element size cannot span.
+        assert_eq!(
+            slice_len::<u8>(u32::MAX as usize, crate::consts::MAX_APDU),
+            None
+        );
+        assert_eq!(slice_len::<u8>(usize::MAX, usize::MAX), None);
+        let most = isize::MAX as usize / 64;
+        assert_eq!(slice_len::<[u8; 64]>(most, usize::MAX), Some(most));
+        assert_eq!(slice_len::<[u8; 64]>(most + 1, usize::MAX), None);
+    }
 }

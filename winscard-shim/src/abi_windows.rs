@@ -18,6 +18,7 @@ use windows_sys::Win32::Security::Credentials::{
 };
 
 use crate::abi_util::{self as u, guard};
+use crate::consts;
 use crate::error::{ScardError, ScardResult};
 use crate::shim::{self, CardState, Control, Disposition, ReaderStateIo, Share};
 
@@ -421,7 +422,8 @@ unsafe fn status_change<R: ReaderState>(
     if states.is_null() {
         return Err(ScardError::InvalidParameter);
     }
-    let rs = std::slice::from_raw_parts_mut(states, n as usize);
+    let n = u::slice_len::<R>(n as usize, usize::MAX).ok_or(ScardError::InvalidParameter)?;
+    let rs = std::slice::from_raw_parts_mut(states, n);
     let mut io = Vec::with_capacity(rs.len());
     for r in rs.iter_mut() {
         let name = <R::Ch as Text>::read(r.name()).ok_or(ScardError::InvalidValue)?;
@@ -632,7 +634,10 @@ pub unsafe extern "system" fn SCardTransmit(
         if pbSendBuffer.is_null() || pbRecvBuffer.is_null() || pcbRecvLength.is_null() {
             return Err(ScardError::InvalidParameter);
         }
-        let apdu = std::slice::from_raw_parts(pbSendBuffer, cbSendLength as usize);
+        // Checked before the slice exists (see u::slice_len).
+        let n = u::slice_len::<u8>(cbSendLength as usize, consts::MAX_APDU)
+            .ok_or(ScardError::InvalidParameter)?;
+        let apdu = std::slice::from_raw_parts(pbSendBuffer, n);
         // Windows accepts a NULL send PCI and uses the card's protocol
         // (Wine's conformance tests, run on Windows, show it).
         let proto = (!pioSendPci.is_null()).then(|| to_core_protocols((*pioSendPci).dwProtocol));
@@ -659,7 +664,10 @@ pub unsafe extern "system" fn SCardControl(
         let input = if lpInBuffer.is_null() {
             &[][..]
         } else {
-            std::slice::from_raw_parts(lpInBuffer.cast::<u8>(), cbInBufferSize as usize)
+            // As pcsc-lite answers an input past its largest buffer.
+            let n = u::slice_len::<u8>(cbInBufferSize as usize, consts::MAX_APDU)
+                .ok_or(ScardError::InsufficientBuffer)?;
+            std::slice::from_raw_parts(lpInBuffer.cast::<u8>(), n)
         };
         let c = if dwControlCode == GET_FEATURE_REQUEST {
             Control::GetFeatureRequest
@@ -762,7 +770,8 @@ unsafe fn write_cache<T: Text>(
     let bytes = if len == 0 {
         &[][..]
     } else {
-        std::slice::from_raw_parts(data, len as usize)
+        let n = u::slice_len::<u8>(len as usize, usize::MAX).ok_or(ScardError::InvalidParameter)?;
+        std::slice::from_raw_parts(data, n)
     };
     tracing::debug!("SCardWriteCache {name:?} freshness {freshness}, {len} bytes");
     crate::global()?.write_cache(ctx as u64, &id, freshness, &name, bytes)

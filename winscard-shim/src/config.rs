@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use der::Decode;
-use piv_applet::{Card, CardOptions, Passphrase, Slot};
+use piv_applet::{Card, CardOptions, Passphrase, PlainFile, Slot};
 use sha2::Digest;
 
 use crate::backend::{Backend, Embedded};
@@ -28,11 +28,15 @@ pub mod vars {
     /// the file is better: a process's environment is readable by the
     /// same user's other processes).
     pub const CARD_PASSPHRASE: &str = "VIRTUAL_PIV_CARD_PASSPHRASE";
+    /// `1` lets a passphrase configuration open card files that are not
+    /// encrypted (refused otherwise: one may have been swapped in).
+    pub const ALLOW_PLAIN_CARD: &str = "VIRTUAL_PIV_ALLOW_PLAIN_CARD";
     /// `host:port` of `vreader --listen`, comma-separated for several.
     pub const REMOTE: &str = "VIRTUAL_PIV_REMOTE";
     /// Log file; no logging when unset.
     pub const LOG: &str = "VIRTUAL_PIV_LOG";
-    /// tracing filter for the log file (default `debug`).
+    /// tracing filter for the log file (default `info`: no APDUs;
+    /// `debug` adds them, redacted).
     pub const LOG_LEVEL: &str = "VIRTUAL_PIV_LOG_LEVEL";
     /// `0` leaves ECC certificates out of the cached container map (on by
     /// default; the layout is documented in docs/msclmd-cache.md).
@@ -112,6 +116,8 @@ pub enum CardSource {
     File {
         path: PathBuf,
         passphrase: Option<PassphraseSource>,
+        /// Open the file even if it is plain while a passphrase is set.
+        allow_plain: bool,
     },
     Remote(String),
     Ephemeral(Box<EphemeralCard>),
@@ -327,6 +333,16 @@ impl Config {
             ))),
             (None, None) => None,
         };
+        let allow_plain = match get(vars::ALLOW_PLAIN_CARD).as_deref() {
+            None | Some("") | Some("0") => false,
+            Some("1") => true,
+            Some(other) => {
+                return Err(invalid(
+                    vars::ALLOW_PLAIN_CARD,
+                    format!("{other:?} is neither 1 nor 0"),
+                ))
+            }
+        };
         if let Some(files) = get(vars::CARD_FILE).filter(|s| !s.is_empty()) {
             sources.extend(
                 std::env::split_paths(&files)
@@ -334,6 +350,7 @@ impl Config {
                     .map(|path| CardSource::File {
                         path,
                         passphrase: passphrase.clone(),
+                        allow_plain,
                     }),
             );
         }
@@ -424,17 +441,29 @@ pub fn open_backend(src: &CardSource) -> Result<Box<dyn Backend>, ConfigError> {
         CardSource::File {
             path: p,
             passphrase,
+            allow_plain,
         } => {
             let passphrase = passphrase
                 .as_ref()
                 .map(PassphraseSource::passphrase)
                 .transpose()?;
-            let card = match Card::open_with(p, passphrase.as_ref()) {
+            let plain = if *allow_plain {
+                PlainFile::Allow
+            } else {
+                PlainFile::Refuse
+            };
+            let card = match Card::open_with_policy(p, passphrase.as_ref(), plain) {
                 Err(e @ piv_applet::StoreError::Passphrase { .. }) if passphrase.is_none() => {
                     return Err(ConfigError::Card(format!(
                         "{e} (set {} or {})",
                         vars::CARD_PASSPHRASE_FILE,
                         vars::CARD_PASSPHRASE
+                    )))
+                }
+                Err(e @ piv_applet::StoreError::NotSealed { .. }) => {
+                    return Err(ConfigError::Card(format!(
+                        "{e} (set {}=1 to use it as it is)",
+                        vars::ALLOW_PLAIN_CARD
                     )))
                 }
                 r => r.map_err(|e| ConfigError::Card(e.to_string()))?,
@@ -511,6 +540,36 @@ mod tests {
             err.contains(vars::CARD_PASSPHRASE_FILE) && err.contains("/p"),
             "{err}"
         );
+    }
+
+    /// Issue 11 item 6: with a passphrase configured, a plain card file
+    /// (a sealed one swapped for it) is refused, naming the file, unless
+    /// VIRTUAL_PIV_ALLOW_PLAIN_CARD=1.
+    #[test]
+    fn a_plain_card_file_is_refused_when_a_passphrase_is_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let card = dir.path().join("card.json");
+        drop(Card::create(&card, &CardOptions::default()).unwrap());
+        let mut m = HashMap::new();
+        m.insert(vars::CARD_FILE, card.display().to_string());
+        m.insert(vars::CARD_PASSPHRASE, "hunter2-passphrase".to_string());
+        let c = Config::from_lookup(&lookup(&m)).unwrap();
+        let err = open_backend(&c.readers[0].source)
+            .err()
+            .expect("a plain file must be refused")
+            .to_string();
+        assert!(
+            err.contains(&card.display().to_string())
+                && err.contains("not encrypted")
+                && err.contains(vars::ALLOW_PLAIN_CARD),
+            "{err}"
+        );
+        m.insert(vars::ALLOW_PLAIN_CARD, "1".to_string());
+        let c = Config::from_lookup(&lookup(&m)).unwrap();
+        assert!(open_backend(&c.readers[0].source).is_ok());
+        m.insert(vars::ALLOW_PLAIN_CARD, "yes".to_string());
+        let err = Config::from_lookup(&lookup(&m)).unwrap_err().to_string();
+        assert!(err.contains(vars::ALLOW_PLAIN_CARD), "{err}");
     }
 
     #[test]

@@ -43,10 +43,18 @@ pub mod control {
 /// a waiting SCardGetStatusChange does not hammer the card's host.
 const RETRY: Duration = Duration::from_millis(300);
 
+/// How long a connection may go without traffic before a presence poll
+/// sends GET ATR, which changes nothing on the card: `vreader --listen`
+/// drops a reader silent for its idle timeout (120 s by default), and a
+/// user may hold the card connected without using it for longer.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
 /// A remote card.
 pub struct Remote {
     connector: Box<dyn Connector>,
     link: Option<Box<dyn Link>>,
+    /// Last exchange on `link`.
+    last_io: Instant,
     last_attempt: Option<Instant>,
     /// Logged once per distinct failure, not every poll.
     last_error: Option<String>,
@@ -62,6 +70,7 @@ impl Remote {
         Remote {
             connector,
             link: None,
+            last_io: Instant::now(),
             last_attempt: None,
             last_error: None,
         }
@@ -83,7 +92,10 @@ impl Remote {
             .as_mut()
             .ok_or_else(|| "no card connected".to_string())?;
         match f(link.as_mut()) {
-            Ok(v) => Ok(v),
+            Ok(v) => {
+                self.last_io = Instant::now();
+                Ok(v)
+            }
             Err(e) => Err(self.drop_link(&e.to_string())),
         }
     }
@@ -123,6 +135,9 @@ impl Backend for Remote {
     fn poll_present(&mut self) -> bool {
         if let Some(l) = self.link.as_mut() {
             if !l.closed() {
+                if self.last_io.elapsed() >= KEEPALIVE {
+                    return self.with_link(|l| l.atr()).is_ok();
+                }
                 return true;
             }
             self.drop_link("closed by the card");
@@ -136,6 +151,7 @@ impl Backend for Remote {
                 tracing::info!("{}: connected", self.connector.describe());
                 self.last_error = None;
                 self.link = Some(l);
+                self.last_io = Instant::now();
                 true
             }
             Err(e) => {
@@ -347,6 +363,17 @@ mod tests {
             ],
             "vpcd's sequences: 01 04 to power on, 02 04 to reset, 00 to power off"
         );
+        // A connection quiet for KEEPALIVE gets a GET ATR at the next
+        // presence poll, so vreader's idle timeout does not remove a card
+        // a user holds connected.
+        log.lock().unwrap().clear();
+        assert!(r.poll_present());
+        assert!(log.lock().unwrap().is_empty(), "no traffic while recent");
+        r.last_io = Instant::now() - KEEPALIVE;
+        assert!(r.poll_present());
+        assert_eq!(*log.lock().unwrap(), vec![vec![4]]);
+        assert!(r.poll_present());
+        assert_eq!(log.lock().unwrap().len(), 1, "one GET ATR per quiet spell");
         *gone.lock().unwrap() = true;
         assert!(r.transmit(&[0x00, 0xFD, 0x00, 0x00]).is_err());
         *up.lock().unwrap() = false;

@@ -10,6 +10,9 @@
 #      loading our DLL as winscard.dll (WINEDLLOVERRIDES=winscard=n);
 # each against a card given MsRdpEx-style (certificate + key variables) and
 # against a card file;
+#   3b. a remote card: msclmd_flow.exe with VIRTUAL_PIV_REMOTE against a
+#      real (Linux) `vreader run --listen`, paired by `vreader pair`; then
+#      the DLL refuses a vreader of another pairing;
 #   4. winscard-shim/tests/ffi_abuse/abuse_win.c, built with mingw: every
 #      export of the DLL abused through the C ABI (NULL pointers, short
 #      buffers, stale handles, threads...) with a card file, with nothing
@@ -121,6 +124,51 @@ done
 cargo run -q -p winscard-shim --example make_test_card -- --slots "$OUT/full.json" "$SLOTS" >/dev/null
 run_exe msclmd_flow.exe VIRTUAL_PIV_CARD_FILE="$(winpath "$OUT/full.json")" VIRTUAL_PIV_LOG="$(winpath "$LOG")" \
   MSCLMD_FLOW_PIN=123456 MSCLMD_FLOW_CONTAINERS=24
+
+step "remote card: msclmd flow through the DLL against a real vreader run --listen, over the paired TLS link"
+cargo build -q -p vreader --bin vreader
+VREADER=$TDIR/debug/vreader
+LINKDIR=$OUT/link
+rm -rf "$LINKDIR" "$OUT/remote-card.json"
+"$VREADER" pair --dir "$LINKDIR" >/dev/null
+cargo run -q -p winscard-shim --example make_test_card -- "$OUT/remote-card.json" "$DATA/rsa2048.key.pk8.der" "$DATA/rsa2048.cert.der" >/dev/null
+VLOG=$OUT/vreader.log
+for attempt in 1 2 3 4 5; do
+  PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$VREADER" run --card "$OUT/remote-card.json" --listen "127.0.0.1:$PORT" \
+    --link-credentials "$LINKDIR/vreader.pem" >"$VLOG" 2>&1 &
+  VPID=$!
+  for _ in $(seq 300); do
+    grep -q "waiting for a reader on 127.0.0.1:$PORT" "$VLOG" && break
+    kill -0 "$VPID" 2>/dev/null || break
+    sleep 0.1
+  done
+  grep -q "waiting for a reader on 127.0.0.1:$PORT" "$VLOG" && break
+  kill "$VPID" 2>/dev/null || true; wait "$VPID" 2>/dev/null || true
+  [ "$attempt" -lt 5 ] || { cat "$VLOG" >&2; fail "vreader --listen did not start"; }
+done
+trap 'kill "$VPID" 2>/dev/null || true' EXIT
+REMOTE_LOG=$OUT/remote-shim.log
+rm -f "$REMOTE_LOG"
+run_exe msclmd_flow.exe VIRTUAL_PIV_REMOTE="127.0.0.1:$PORT" VIRTUAL_PIV_LINK="$(winpath "$LINKDIR/shim.pem")" \
+  VIRTUAL_PIV_LOG="$(winpath "$REMOTE_LOG")" MSCLMD_FLOW_PIN=123456
+grep -q "127.0.0.1:$PORT: connected" "$REMOTE_LOG" || fail "the DLL did not reach the remote card (see $REMOTE_LOG)"
+grep -q "refused" "$VLOG" && fail "vreader refused the paired shim (see $VLOG)"
+step "remote card: the DLL refuses a vreader of another pairing and sends it nothing"
+"$VREADER" pair --dir "$OUT/link-other" --force >/dev/null
+kill "$VPID"; wait "$VPID" 2>/dev/null || true
+"$VREADER" run --card "$OUT/remote-card.json" --listen "127.0.0.1:$PORT" \
+  --link-credentials "$OUT/link-other/vreader.pem" >"$VLOG" 2>&1 &
+VPID=$!
+for _ in $(seq 300); do grep -q "waiting for a reader" "$VLOG" && break; sleep 0.1; done
+rm -f "$REMOTE_LOG"
+if (cd "$OUT" && env VIRTUAL_PIV_REMOTE="127.0.0.1:$PORT" VIRTUAL_PIV_LINK="$(winpath "$LINKDIR/shim.pem")" \
+    VIRTUAL_PIV_LOG="$(winpath "$REMOTE_LOG")" timeout 120 wine ./pcsc_client.exe) >"$OUT/remote-refused.txt" 2>&1; then
+  fail "pcsc_client.exe used a card host of another pairing"
+fi
+grep -q "not the paired vreader certificate" "$REMOTE_LOG" || fail "no refusal in $REMOTE_LOG"
+kill "$VPID"; wait "$VPID" 2>/dev/null || true
+trap - EXIT
 
 step "log file: written, and no PIN in it"
 [ -s "$LOG" ] || fail "no log written to $LOG"

@@ -259,7 +259,13 @@ fn listen_mode_serves_a_reader_and_refuses_remote_addresses() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    rig.vreader(&["--card", &card_file.to_string_lossy(), "--listen", &addr]);
+    rig.vreader(&[
+        "--card",
+        &card_file.to_string_lossy(),
+        "--listen",
+        &addr,
+        "--insecure-plain-listen",
+    ]);
     let deadline = Instant::now() + DEADLINE;
     let mut reader = loop {
         match vpcd::ReaderConnection::connect(&addr) {

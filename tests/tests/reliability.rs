@@ -79,8 +79,11 @@ fn spawn_listen(cards: &[&std::path::Path], extra: &[&str], log: &std::path::Pat
         for c in cards {
             cmd.arg("--card").arg(c);
         }
+        // Plain vpcd: these peers test the frame loop, which the TLS link
+        // of the shim runs unchanged after its handshake.
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--insecure-plain-listen")
             .args(extra);
         let out = std::fs::OpenOptions::new()
             .create(true)

@@ -84,6 +84,7 @@ fn lock(card: &SharedCard) -> std::sync::MutexGuard<'_, Card> {
 /// which ends the blocking read.
 async fn session(
     stream: TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
     card: &SharedCard,
     label: &str,
     limits: Limits,
@@ -100,7 +101,7 @@ async fn session(
     let mut worker = {
         let (card, label, stopping) = (card.clone(), label.to_string(), stopping.clone());
         tokio::task::spawn_blocking(move || {
-            blocking_session(stream, &card, &label, limits, &stopping)
+            blocking_session(stream, tls, &card, &label, limits, &stopping)
         })
     };
     tokio::select! {
@@ -122,20 +123,31 @@ async fn session(
 /// read timeout is fixed (no setsockopt per APDU); timeouts only matter
 /// when a frame is incomplete for too long or the peer is idle too long.
 fn blocking_session(
-    mut stream: std::net::TcpStream,
+    socket: std::net::TcpStream,
+    tls: Option<Arc<rustls::ServerConfig>>,
     card: &SharedCard,
     label: &str,
     limits: Limits,
     stopping: &AtomicBool,
 ) -> io::Result<End> {
-    stream.set_nodelay(true)?;
+    socket.set_nodelay(true)?;
     let tick = limits
         .idle_timeout
         .map_or(limits.frame_timeout, |i| i.min(limits.frame_timeout))
         .max(Duration::from_millis(10));
-    stream.set_read_timeout(Some(tick))?;
+    socket.set_read_timeout(Some(tick))?;
     // A peer that stops reading our answers is dropped, not waited for.
-    stream.set_write_timeout(Some(limits.frame_timeout))?;
+    socket.set_write_timeout(Some(limits.frame_timeout))?;
+    // The handshake gets the time of one frame: nothing reaches the card
+    // before the peer has shown the pinned certificate.
+    let mut stream = match tls {
+        Some(config) => Transport::Tls(Box::new(winscard::link::accept(
+            socket,
+            &config,
+            limits.frame_timeout,
+        )?)),
+        None => Transport::Plain(socket),
+    };
     let mut redactor = Redactor::default();
     let mut decoder = vpcd::FrameDecoder::default();
     // Wiped when the session ends: reads bring PINs and imported keys.
@@ -149,6 +161,7 @@ fn blocking_session(
             answered = true;
             if let Some(reply) = answer(&payload, card, label, &mut redactor)? {
                 stream.write_all(&reply)?;
+                stream.flush()?;
             }
         }
         if answered || decoder.pending() == 0 {
@@ -157,7 +170,7 @@ fn blocking_session(
         if decoder.pending() > 0 && frame_start.is_none() {
             frame_start = Some(Instant::now());
         }
-        vpcd::quickack(&stream);
+        vpcd::quickack(stream.socket());
         let n = match stream.read(&mut buf) {
             Ok(n) => n,
             Err(e) if stopping.load(Ordering::SeqCst) => {
@@ -191,6 +204,11 @@ fn blocking_session(
                 continue;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // A TLS peer that hung up without close_notify, between frames:
+            // as plain TCP's end of stream.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && decoder.pending() == 0 => {
+                return Ok(End::Closed)
+            }
             Err(e) => return Err(e),
         };
         if n == 0 {
@@ -207,6 +225,47 @@ fn blocking_session(
         }
         last_seen = Instant::now();
         decoder.push(&buf[..n]);
+    }
+}
+
+/// A listen-mode connection: TLS with the paired shim, or plain vpcd
+/// (connect mode, and the opt-in `--insecure-plain-listen`).
+enum Transport {
+    Plain(std::net::TcpStream),
+    Tls(Box<winscard::link::ServerStream>),
+}
+
+impl Transport {
+    fn socket(&self) -> &std::net::TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.flush(),
+            Transport::Tls(s) => s.flush(),
+        }
     }
 }
 
@@ -272,7 +331,16 @@ pub async fn run_connect(
                 backoff = Duration::from_millis(50);
                 last_warning = None;
                 info!(card = %label, "card inserted into the vpcd reader at {addr}");
-                match session(stream, &card, &label, Limits::default(), &mut shutdown).await {
+                match session(
+                    stream,
+                    None,
+                    &card,
+                    &label,
+                    Limits::default(),
+                    &mut shutdown,
+                )
+                .await
+                {
                     Ok(End::Shutdown) => {
                         info!(card = %label, "card removed (shutting down)");
                         return;
@@ -303,10 +371,13 @@ pub async fn run_connect(
 }
 
 /// Serves the card to readers that dial `listener`, one at a time; a
-/// second reader waits in the accept queue until the first leaves.
+/// second reader waits in the accept queue until the first leaves. With
+/// `tls` (the link credentials' server side), only the paired shim gets
+/// through; `None` serves plain vpcd to anyone who connects.
 pub async fn run_listen(
     card: SharedCard,
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     label: String,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
@@ -330,9 +401,12 @@ pub async fn run_listen(
             }
         };
         info!(card = %label, "reader {peer} connected");
-        match session(stream, &card, &label, limits, &mut shutdown).await {
+        match session(stream, tls.clone(), &card, &label, limits, &mut shutdown).await {
             Ok(End::Shutdown) => return,
             Ok(End::Closed) => info!(card = %label, "reader {peer} left"),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                warn!(card = %label, "reader {peer} {e}; it got nothing from the card")
+            }
             Err(e) => warn!(card = %label, "dropping reader {peer}: {e}"),
         }
     }
@@ -349,6 +423,14 @@ mod tests {
         serial: u32,
         limits: Limits,
     ) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        listening_card_with(serial, limits, None).await
+    }
+
+    async fn listening_card_with(
+        serial: u32,
+        limits: Limits,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> (SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let opts = CardOptions {
             serial: Some(serial),
             ..CardOptions::default()
@@ -357,7 +439,14 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(run_listen(card, listener, serial.to_string(), limits, rx));
+        let task = tokio::spawn(run_listen(
+            card,
+            listener,
+            tls,
+            serial.to_string(),
+            limits,
+            rx,
+        ));
         (addr, tx, task)
     }
 
@@ -442,5 +531,67 @@ mod tests {
             .expect("the listener stops when told")
             .unwrap();
         assert!(std::net::TcpStream::connect(b).is_err());
+    }
+
+    /// The serial number over the link with `shim_pem`'s credentials.
+    fn serial_via_link(addr: SocketAddr, shim_pem: &str) -> io::Result<Vec<u8>> {
+        use winscard::link;
+        let config = link::Credentials::from_pem(shim_pem)
+            .unwrap()
+            .client_config()
+            .unwrap();
+        let timeout = Duration::from_secs(30);
+        let mut s = link::connect(std::net::TcpStream::connect(addr)?, &config, timeout)?;
+        let mut decoder = vpcd::FrameDecoder::default();
+        link::write_frame(&mut s, &[Control::PowerOn.into()])?;
+        link::write_frame(&mut s, &GET_SERIAL)?;
+        link::read_frame(&mut s, &mut decoder)?
+            .map(|f| f.to_vec())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_tls_listener_serves_only_the_paired_shim() {
+        let (shim, vreader) = winscard::link::generate_pair().unwrap();
+        // A shim of another pairing that pins this vreader (its
+        // certificate is no secret) but has its own key.
+        let (other, _) = winscard::link::generate_pair().unwrap();
+        let peer_block = |t: &str| t.rfind("-----BEGIN CERTIFICATE-----").unwrap();
+        let stranger = format!(
+            "{}{}",
+            &other[..peer_block(&other)],
+            &shim[peer_block(&shim)..]
+        );
+        let config = winscard::link::Credentials::from_pem(&vreader)
+            .unwrap()
+            .server_config()
+            .unwrap();
+        let limits = Limits {
+            frame_timeout: Duration::from_secs(5),
+            idle_timeout: None,
+        };
+        let (addr, _stop, _) = listening_card_with(33, limits, Some(config)).await;
+        // Its handshake ends on its side, then the card host refuses its
+        // certificate and sends no answer.
+        let refused = tokio::task::spawn_blocking(move || serial_via_link(addr, &stranger))
+            .await
+            .unwrap();
+        assert!(refused.is_err(), "an unpaired shim got {refused:?}");
+        // A plain vpcd reader gets no ATR.
+        let plain = tokio::task::spawn_blocking(move || {
+            let mut r = vpcd::ReaderConnection::connect(addr)?;
+            r.set_timeout(Some(Duration::from_secs(30)))?;
+            r.control(Control::PowerOn).map_err(io::Error::other)?;
+            r.atr().map_err(io::Error::other)
+        })
+        .await
+        .unwrap();
+        assert!(plain.is_err(), "a plain vpcd reader got {plain:?}");
+        // The paired shim is served after both.
+        let reply = tokio::task::spawn_blocking(move || serial_via_link(addr, &shim))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply, [0, 0, 0, 33, 0x90, 0x00]);
     }
 }

@@ -15,7 +15,7 @@ use piv_applet::{
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 use vreader::host::{self, Endpoint, Limits};
-use vreader::{credentials, paths, provision, secrets, slots};
+use vreader::{credentials, link_files, paths, provision, secrets, slots};
 
 #[derive(Parser)]
 #[command(
@@ -87,6 +87,16 @@ enum Command {
         /// reach it can use the card (PIN tries, signatures).
         #[arg(long)]
         allow_remote: bool,
+        /// Link credentials for --listen (default: vreader.pem in the
+        /// directory `vreader pair` writes to). Only the shim paired with
+        /// them can reach the cards: TLS 1.3, each side pinned to the other.
+        #[arg(long, value_name = "FILE", requires = "listen")]
+        link_credentials: Option<PathBuf>,
+        /// Serve --listen cards as plain vpcd, with no authentication and
+        /// no encryption, to anyone who connects (loopback only). For vpcd
+        /// tools that cannot speak the TLS link; the shim cannot use it.
+        #[arg(long, requires = "listen", conflicts_with_all = ["link_credentials", "allow_remote"])]
+        insecure_plain_listen: bool,
         /// Drop a listen-mode reader that stays silent this many seconds
         /// (0 = never), so one silent peer cannot hold the card for
         /// everyone. The winscard shim sends a GET ATR every 30 s while it
@@ -96,6 +106,20 @@ enum Command {
         /// What happens when a key asks for a touch.
         #[arg(long, value_enum, default_value = "auto")]
         touch: Touch,
+    },
+    /// Pair `vreader run --listen` with the winscard shim: writes new
+    /// link credentials for both sides (vreader.pem and shim.pem, readable
+    /// by the owner only). The shim reads shim.pem (or $VIRTUAL_PIV_LINK);
+    /// copy it to the machine that runs the shim if that is another one.
+    Pair {
+        /// Directory for both files (default: $XDG_DATA_HOME/virtual-piv/link
+        /// or ~/.local/share/virtual-piv/link).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Replace an existing pairing (the shim's current shim.pem stops
+        /// working).
+        #[arg(long)]
+        force: bool,
     },
     /// Create a card file with YubiKey factory defaults.
     Init {
@@ -738,12 +762,28 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             print!("{text}");
             Ok(())
         }
+        Command::Pair { dir, force } => {
+            let dir = dir.unwrap_or_else(winscard::link::default_dir);
+            let (shim, vreader) = link_files::pair(&dir, force)?;
+            println!(
+                "vreader's side: {} (`vreader run --listen` uses it by default)",
+                vreader.display()
+            );
+            println!(
+                "the shim's side: {} (the shim reads it by default; elsewhere set {}=PATH)",
+                shim.display(),
+                winscard::config::vars::LINK
+            );
+            Ok(())
+        }
         Command::Run {
             cards,
             slot,
             connect,
             listen,
             allow_remote,
+            link_credentials,
+            insecure_plain_listen,
             idle_timeout,
             touch,
         } => {
@@ -788,6 +828,30 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 });
                 opened.push((file, Arc::new(Mutex::new(card)), endpoint));
             }
+            let tls = if !opened
+                .iter()
+                .any(|(_, _, e)| matches!(e, Endpoint::Listen(_)))
+            {
+                None
+            } else if insecure_plain_listen {
+                warn!(
+                    "INSECURE: --insecure-plain-listen: the cards are served as plain vpcd, without \
+                     authentication or encryption, to any local process that connects"
+                );
+                None
+            } else {
+                let path = link_credentials.unwrap_or_else(|| {
+                    winscard::link::default_dir().join(winscard::link::VREADER_FILE)
+                });
+                let config = winscard::link::Credentials::load(&path)
+                    .and_then(|c| c.server_config())
+                    .map_err(anyhow::Error::msg)?;
+                info!(
+                    "--listen link: TLS with the shim paired by {}",
+                    path.display()
+                );
+                Some(config)
+            };
             let limits = Limits {
                 idle_timeout: (idle_timeout > 0).then(|| Duration::from_secs(idle_timeout)),
                 ..Limits::default()
@@ -797,13 +861,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(serve(opened, limits))
+            runtime.block_on(serve(opened, tls, limits))
         }
     }
 }
 
 async fn serve(
     cards: Vec<(String, host::SharedCard, Endpoint)>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     limits: Limits,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -819,7 +884,14 @@ async fn serve(
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr} for card {file}"))?;
-                tasks.spawn(host::run_listen(card, listener, file, limits, rx));
+                tasks.spawn(host::run_listen(
+                    card,
+                    listener,
+                    tls.clone(),
+                    file,
+                    limits,
+                    rx,
+                ));
             }
         }
     }

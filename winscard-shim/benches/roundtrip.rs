@@ -11,18 +11,32 @@ use criterion::{criterion_group, criterion_main, Criterion};
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+/// A card behind the shim <-> vreader link (TLS) on loopback; returns its
+/// address and the shim's side of the pairing, written into `dir`.
 #[cfg(not(windows))]
-fn serve(card_path: std::path::PathBuf) -> String {
+fn serve(card_path: std::path::PathBuf, dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    let (shim, vreader) = winscard::link::generate_pair().unwrap();
+    let shim_file = dir.join("shim.pem");
+    std::fs::write(&shim_file, shim.as_bytes()).unwrap();
+    let config = winscard::link::Credentials::from_pem(&vreader)
+        .unwrap()
+        .server_config()
+        .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
         let mut card = piv_applet::Card::open(&card_path).unwrap();
         for s in listener.incoming() {
-            let Ok(mut s) = s else { continue };
-            common::card_session(&mut card, &mut s, None);
+            let Ok(s) = s else { continue };
+            let _ = vpcd::tune(&s);
+            let timeout = std::time::Duration::from_secs(30);
+            let Ok(mut tls) = winscard::link::accept(s, &config, timeout) else {
+                continue;
+            };
+            common::card_session_over(&mut card, &mut tls);
         }
     });
-    addr
+    (addr, shim_file)
 }
 
 #[cfg(not(windows))]
@@ -35,8 +49,17 @@ fn bench(c: &mut Criterion) {
     drop(piv_applet::Card::create(&remote, &piv_applet::CardOptions::default()).unwrap());
     std::env::set_var("VIRTUAL_PIV_CARD_FILE", &local);
     // VIRTUAL_PIV_BENCH_REMOTE=host:port measures against an outside card
-    // (e.g. `vreader run --card F --listen 127.0.0.1:PORT`) instead.
-    let remote_addr = std::env::var("VIRTUAL_PIV_BENCH_REMOTE").unwrap_or_else(|_| serve(remote));
+    // (e.g. `vreader run --card F --listen 127.0.0.1:PORT`, with the shim's
+    // side of `vreader pair` at its default place or in VIRTUAL_PIV_LINK)
+    // instead.
+    let remote_addr = match std::env::var("VIRTUAL_PIV_BENCH_REMOTE") {
+        Ok(addr) => addr,
+        Err(_) => {
+            let (addr, shim_file) = serve(remote, dir.path());
+            std::env::set_var("VIRTUAL_PIV_LINK", shim_file);
+            addr
+        }
+    };
     std::env::set_var("VIRTUAL_PIV_REMOTE", remote_addr);
     std::env::remove_var("VIRTUAL_PIV_LOG");
     let apdu = [0x00u8, 0xFD, 0x00, 0x00, 0x00];
@@ -52,7 +75,7 @@ fn bench(c: &mut Criterion) {
                 c"Virtual PIV Reader 00 00",
             ),
             (
-                "shim SCardTransmit GET VERSION, remote card over vpcd/TCP loopback",
+                "shim SCardTransmit GET VERSION, remote card over vpcd in TLS, loopback",
                 c"Virtual PIV Reader 01 00",
             ),
         ] {

@@ -33,6 +33,9 @@ pub mod vars {
     pub const ALLOW_PLAIN_CARD: &str = "VIRTUAL_PIV_ALLOW_PLAIN_CARD";
     /// `host:port` of `vreader --listen`, comma-separated for several.
     pub const REMOTE: &str = "VIRTUAL_PIV_REMOTE";
+    /// The shim's link credentials file for the remote cards (default
+    /// `shim.pem` in `link::default_dir()`), written by `vreader pair`.
+    pub const LINK: &str = "VIRTUAL_PIV_LINK";
     /// Log file; no logging when unset.
     pub const LOG: &str = "VIRTUAL_PIV_LOG";
     /// tracing filter for the log file (default `info`: no APDUs;
@@ -119,7 +122,11 @@ pub enum CardSource {
         /// Open the file even if it is plain while a passphrase is set.
         allow_plain: bool,
     },
-    Remote(String),
+    Remote {
+        addr: String,
+        /// The shim's link credentials file.
+        credentials: PathBuf,
+    },
     Ephemeral(Box<EphemeralCard>),
 }
 
@@ -355,11 +362,18 @@ impl Config {
             );
         }
         if let Some(remotes) = get(vars::REMOTE).filter(|s| !s.is_empty()) {
+            let credentials = get(vars::LINK)
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| crate::link::default_dir().join(crate::link::SHIM_FILE));
             for r in remotes.split(',').map(str::trim).filter(|r| !r.is_empty()) {
                 if !r.contains(':') {
                     return Err(invalid(vars::REMOTE, format!("{r:?} is not host:port")));
                 }
-                sources.push(CardSource::Remote(r.to_string()));
+                sources.push(CardSource::Remote {
+                    addr: r.to_string(),
+                    credentials: credentials.clone(),
+                });
             }
         }
         let first_name = get(vars::READER_NAME).filter(|s| !s.is_empty());
@@ -480,7 +494,10 @@ pub fn open_backend(src: &CardSource) -> Result<Box<dyn Backend>, ConfigError> {
                 format!("card from {} + {}", vars::CERT_PATH, vars::KEY_PATH),
             )))
         }
-        CardSource::Remote(addr) => Ok(Box::new(crate::remote::Remote::new(addr.clone()))),
+        CardSource::Remote { addr, credentials } => Ok(Box::new(crate::remote::Remote::new(
+            addr.clone(),
+            credentials.clone(),
+        ))),
     }
 }
 
@@ -512,7 +529,9 @@ mod tests {
         assert_eq!(c.readers.len(), 4);
         assert_eq!(c.readers[0].name, "My Reader");
         assert_eq!(c.readers[1].name, reader_name(1));
-        assert!(matches!(&c.readers[3].source, CardSource::Remote(a) if a == "host:1"));
+        assert!(
+            matches!(&c.readers[3].source, CardSource::Remote { addr, .. } if addr == "host:1")
+        );
     }
 
     #[test]

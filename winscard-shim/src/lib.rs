@@ -12,6 +12,7 @@ pub mod cache;
 pub mod config;
 pub mod consts;
 pub mod error;
+pub mod link;
 pub mod logging;
 pub mod remote;
 pub mod shim;

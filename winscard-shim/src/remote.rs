@@ -4,14 +4,18 @@
 //! framed response per command APDU. A closed connection or an empty reply
 //! means the card was removed; reconnecting means it was inserted again.
 //!
-//! The wire format belongs to the `vpcd` crate; this module drives the
-//! reader-side state machine over a [`Link`] (a `vpcd::ReaderConnection`
-//! in production, a fake in tests).
+//! The frame format belongs to the `vpcd` crate; this module drives the
+//! reader-side state machine over a [`Link`] (vpcd frames inside the
+//! mutually authenticated TLS of [`crate::link`] in production, a fake in
+//! tests).
 
 use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
+use crate::link;
 
 /// One vpcd connection, as the reader side uses it.
 pub trait Link: Send {
@@ -61,9 +65,14 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// A remote card at `host:port` (TCP).
-    pub fn new(addr: String) -> Remote {
-        Remote::with_connector(Box::new(TcpConnector { addr }))
+    /// A remote card at `host:port`, reached over the TLS link with the
+    /// shim's link credentials file.
+    pub fn new(addr: String, credentials: PathBuf) -> Remote {
+        Remote::with_connector(Box::new(TlsConnector {
+            addr,
+            credentials,
+            config: None,
+        }))
     }
 
     pub fn with_connector(connector: Box<dyn Connector>) -> Remote {
@@ -155,10 +164,16 @@ impl Backend for Remote {
                 true
             }
             Err(e) => {
-                let e = e.to_string();
-                if self.last_error.as_ref() != Some(&e) {
-                    tracing::info!("{}: no card: {e}", self.connector.describe());
-                    self.last_error = Some(e);
+                if self.last_error.as_ref() != Some(&e.to_string()) {
+                    let who = self.connector.describe();
+                    // A refused peer is worth a warning: something that is
+                    // not the paired vreader holds the port.
+                    if e.kind() == io::ErrorKind::PermissionDenied {
+                        tracing::warn!("{who}: card host {e}; nothing was sent to it");
+                    } else {
+                        tracing::info!("{who}: no card: {e}");
+                    }
+                    self.last_error = Some(e.to_string());
                 }
                 false
             }
@@ -178,85 +193,97 @@ impl Backend for Remote {
 /// key generation on a slow host is the longest thing a card does).
 const IO_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// TCP to `vreader --listen`.
-struct TcpConnector {
+/// TLS to `vreader --listen` (see [`crate::link`]): the card is only
+/// talked to once it has shown the pinned certificate.
+struct TlsConnector {
     addr: String,
+    /// The shim's link credentials file.
+    credentials: PathBuf,
+    /// Built from `credentials` at the first successful read.
+    config: Option<Arc<rustls::ClientConfig>>,
 }
 
-#[cfg(not(windows))]
-struct TcpLink {
-    conn: vpcd::ReaderConnection,
-    /// A second handle on the same socket, to notice the card leaving while
-    /// nobody is talking to it.
-    probe: std::net::TcpStream,
+struct TlsLink {
+    stream: link::ClientStream,
+    decoder: vpcd::FrameDecoder,
 }
 
-#[cfg(not(windows))]
-fn frame_err(e: vpcd::FrameError) -> io::Error {
-    match e {
-        vpcd::FrameError::Io(e) => e,
-        other => io::Error::new(io::ErrorKind::InvalidInput, other.to_string()),
+impl TlsLink {
+    fn reply(&mut self) -> io::Result<Vec<u8>> {
+        match link::read_frame(&mut self.stream, &mut self.decoder)? {
+            Some(p) if !p.is_empty() => Ok(p.to_vec()),
+            // An empty reply or a closed stream both mean the card left.
+            _ => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "card removed",
+            )),
+        }
     }
 }
 
-#[cfg(not(windows))]
-impl Link for TcpLink {
+impl Drop for TlsLink {
+    /// Says goodbye in TLS (close_notify), so the card host can tell a
+    /// clean hang-up from a cut connection.
+    fn drop(&mut self) {
+        self.stream.conn.send_close_notify();
+        let _ = self.stream.conn.write_tls(&mut self.stream.sock);
+    }
+}
+
+impl Link for TlsLink {
     fn control(&mut self, code: u8) -> io::Result<()> {
-        self.conn
-            .control(vpcd::Control::from(code))
-            .map_err(frame_err)
+        link::write_frame(&mut self.stream, &[code])
     }
 
     fn atr(&mut self) -> io::Result<Vec<u8>> {
-        self.conn.atr().map_err(frame_err)
+        self.control(control::GET_ATR)?;
+        self.reply()
     }
 
     fn transmit(&mut self, apdu: &[u8]) -> io::Result<Vec<u8>> {
-        self.conn
-            .transmit(apdu)
-            .map(|r| r.to_vec())
-            .map_err(frame_err)
+        link::write_frame(&mut self.stream, apdu)?;
+        self.reply()
     }
 
     fn closed(&mut self) -> bool {
-        // Only called under the reader lock, so flipping the shared socket
-        // to non-blocking for one peek cannot race a blocking read.
-        if self.probe.set_nonblocking(true).is_err() {
-            return true;
-        }
-        let mut b = [0u8; 1];
-        let closed = match self.probe.peek(&mut b) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
-        };
-        closed | self.probe.set_nonblocking(false).is_err()
+        // Only called under the reader lock, so flipping the socket to
+        // non-blocking for one look cannot race a blocking read.
+        link::peer_closed(&mut self.stream)
     }
 }
 
-impl Connector for TcpConnector {
-    #[cfg(not(windows))]
+impl TlsConnector {
+    fn config(&mut self) -> io::Result<Arc<rustls::ClientConfig>> {
+        if let Some(c) = &self.config {
+            return Ok(c.clone());
+        }
+        let config = link::Credentials::load(&self.credentials)
+            .and_then(|c| c.client_config())
+            .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))?;
+        self.config = Some(config.clone());
+        Ok(config)
+    }
+}
+
+impl Connector for TlsConnector {
     fn connect(&mut self) -> io::Result<Box<dyn Link>> {
         use std::net::ToSocketAddrs;
+        // No credentials, no connection: there is no plain fallback.
+        let config = self.config()?;
         let addr = self
             .addr
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
-        let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-        let probe = stream.try_clone()?;
-        let conn = vpcd::ReaderConnection::new(stream)?;
-        conn.set_timeout(Some(IO_TIMEOUT))?;
-        Ok(Box::new(TcpLink { conn, probe }))
-    }
-
-    #[cfg(windows)]
-    fn connect(&mut self) -> io::Result<Box<dyn Link>> {
-        let _ = IO_TIMEOUT;
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "remote cards on Windows wait for the vpcd crate to build there (its quickack() needs std::os::fd)",
-        ))
+        let sock = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+        vpcd::tune(&sock)?;
+        let stream = link::connect(sock, &config, link::HANDSHAKE_TIMEOUT)?;
+        stream.sock.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.sock.set_write_timeout(Some(IO_TIMEOUT))?;
+        Ok(Box::new(TlsLink {
+            stream,
+            decoder: vpcd::FrameDecoder::default(),
+        }))
     }
 
     fn describe(&self) -> String {
@@ -379,5 +406,89 @@ mod tests {
         *up.lock().unwrap() = false;
         r.last_attempt = Some(Instant::now() - RETRY);
         assert!(!r.poll_present(), "removed");
+    }
+
+    /// A TLS card host on loopback with `vreader_pem`'s credentials that
+    /// answers one frame per connection; returns its address and what it
+    /// decrypted.
+    fn tls_card_host(vreader_pem: &str) -> (String, Arc<Mutex<Vec<u8>>>) {
+        let config = link::Credentials::from_pem(vreader_pem)
+            .unwrap()
+            .server_config()
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let plaintext = Arc::new(Mutex::new(Vec::new()));
+        let seen = plaintext.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(s) = s else { continue };
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let Ok(mut tls) = link::accept(s, &config, Duration::from_secs(30)) else {
+                    continue;
+                };
+                let mut decoder = vpcd::FrameDecoder::default();
+                while let Ok(Some(frame)) = link::read_frame(&mut tls, &mut decoder) {
+                    seen.lock().unwrap().extend_from_slice(&frame);
+                    let reply: &[u8] = match frame.as_slice() {
+                        [control::GET_ATR] => &[0x3B, 0x01, 0x02],
+                        [_] => continue,
+                        _ => &[0x90, 0x00],
+                    };
+                    if link::write_frame(&mut tls, reply).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        (addr, plaintext)
+    }
+
+    #[test]
+    fn only_the_paired_card_host_is_talked_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shim, vreader) = link::generate_pair().unwrap();
+        let shim_file = dir.path().join("shim.pem");
+        std::fs::write(&shim_file, shim.as_bytes()).unwrap();
+        // Another pairing's vreader: a valid TLS server, the wrong key.
+        let (_, stranger) = link::generate_pair().unwrap();
+        let (addr, plaintext) = tls_card_host(&stranger);
+        let mut r = Remote::new(addr, shim_file.clone());
+        let mut c = TlsConnector {
+            addr: r.connector.describe(),
+            credentials: shim_file.clone(),
+            config: None,
+        };
+        let e = c.connect().err().expect("the stranger was accepted");
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("not the paired vreader"), "{e}");
+        assert!(!r.poll_present());
+        assert!(r.transmit(&[0x00, 0x20, 0x00, 0x80]).is_err());
+        assert!(
+            plaintext.lock().unwrap().is_empty(),
+            "the stranger got data"
+        );
+
+        // The paired one is talked to.
+        let (addr, plaintext) = tls_card_host(&vreader);
+        let mut r = Remote::new(addr, shim_file);
+        assert!(r.poll_present());
+        assert_eq!(r.power_on().unwrap(), [0x3B, 0x01, 0x02]);
+        assert_eq!(r.transmit(&[0x00, 0xFD, 0x00, 0x00]).unwrap(), [0x90, 0x00]);
+        assert_eq!(*plaintext.lock().unwrap(), [1, 4, 0x00, 0xFD, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn no_credentials_no_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut r = Remote::new(addr, "/nonexistent/virtual-piv/shim.pem".into());
+        assert!(!r.poll_present());
+        assert!(
+            matches!(listener.accept(), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            "the shim connected without credentials"
+        );
+        assert!(r.last_error.as_deref().unwrap().contains("vreader pair"));
     }
 }

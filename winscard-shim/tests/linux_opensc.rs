@@ -8,7 +8,7 @@
 #![cfg(target_os = "linux")]
 
 mod common;
-use common::{card_session, make_card, DATA};
+use common::{card_session, card_session_over, make_card, DATA};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -87,6 +87,11 @@ impl Env {
             vars,
             _card_dir: None,
         }
+    }
+
+    fn with(mut self, var: &str, value: String) -> Env {
+        self.vars.push((var.to_string(), value));
+        self
     }
 
     fn embedded() -> Env {
@@ -290,9 +295,18 @@ fn pcsc_crate_client_uses_the_shim_as_libpcsclite() {
     assert!(text.contains("pcsc-client: OK"), "{text}");
 }
 
-/// The card side of vpcd in a thread (what `vreader --listen` does): one
-/// connection at a time, every OpenSC process is a new reader connection.
-fn serve_over_vpcd(card_path: PathBuf) -> String {
+/// The card side of the link in a thread (what `vreader --listen` does):
+/// one connection at a time, every OpenSC process is a new reader
+/// connection. Returns the address and the shim's credentials file (in
+/// `dir`) paired with this card host.
+fn serve_over_link(card_path: PathBuf, dir: &Path) -> (String, PathBuf) {
+    let (shim, vreader) = winscard::link::generate_pair().unwrap();
+    let shim_file = dir.join("shim.pem");
+    std::fs::write(&shim_file, shim.as_bytes()).unwrap();
+    let config = winscard::link::Credentials::from_pem(&vreader)
+        .unwrap()
+        .server_config()
+        .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
@@ -311,21 +325,27 @@ fn serve_over_vpcd(card_path: PathBuf) -> String {
             }
         };
         for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            card_session(&mut card, &mut s, None);
+            let Ok(s) = stream else { continue };
+            s.set_read_timeout(Some(DEADLINE)).unwrap();
+            let Ok(mut tls) = winscard::link::accept(s, &config, DEADLINE) else {
+                continue;
+            };
+            card_session_over(&mut card, &mut tls);
         }
     });
-    addr
+    (addr, shim_file)
 }
 
-/// The remote backend: the shim plays the reader side of vpcd against a
-/// card served over TCP, and OpenSC cannot tell the difference.
+/// The remote backend: the shim plays the reader side of vpcd, inside the
+/// paired TLS link, against a card served over TCP, and OpenSC cannot
+/// tell the difference.
 #[test]
 fn opensc_against_a_remote_card_over_vpcd() {
     tools();
     let card_dir = tempfile::tempdir().unwrap();
-    let addr = serve_over_vpcd(make_card(card_dir.path()));
-    let env = Env::new(("VIRTUAL_PIV_REMOTE", addr));
+    let (addr, shim_file) = serve_over_link(make_card(card_dir.path()), card_dir.path());
+    let env = Env::new(("VIRTUAL_PIV_REMOTE", addr))
+        .with("VIRTUAL_PIV_LINK", shim_file.display().to_string());
     opensc_suite(&env);
     assert!(env.log().contains("connected"), "{}", env.log());
 }
@@ -474,7 +494,8 @@ impl Drop for Child {
 }
 
 /// Issue 5 (b): the shim's remote backend against the real `vreader
-/// --listen`, OpenSC on top.
+/// --listen`, OpenSC on top, over the link `vreader pair` set up (issue 11
+/// item 3).
 #[test]
 fn opensc_against_vreader_listen() {
     use std::io::BufRead;
@@ -487,8 +508,18 @@ fn opensc_against_vreader_listen() {
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
+    let link = card_dir.path().join("link");
+    let paired = Command::new(vreader_bin())
+        .args(["pair", "--dir", link.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(paired.status.success(), "{paired:?}");
     let mut child = Command::new(vreader_bin())
         .args(["run", "--card", card.to_str().unwrap(), "--listen", &addr])
+        .args([
+            "--link-credentials",
+            link.join("vreader.pem").to_str().unwrap(),
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start vreader");
@@ -500,14 +531,54 @@ fn opensc_against_vreader_listen() {
             .lines()
             .map_while(Result::ok)
         {
-            if line.contains("waiting for a reader") {
-                let _ = tx.send(());
+            if line.contains("waiting for a reader") || line.contains("refused") {
+                let _ = tx.send(line);
             }
         }
     });
     rx.recv_timeout(DEADLINE)
         .expect("vreader --listen never said it was waiting for a reader");
-    let env = Env::new(("VIRTUAL_PIV_REMOTE", addr.clone()));
+    // Neither a plain vpcd reader nor a shim of another pairing gets the
+    // card, and vreader names each refused peer and the reason.
+    let mut plain = vpcd::ReaderConnection::connect(&addr).unwrap();
+    plain.set_timeout(Some(DEADLINE)).unwrap();
+    plain.control(vpcd::Control::PowerOn).unwrap();
+    let atr = plain.atr();
+    assert!(atr.is_err(), "a plain vpcd reader got the ATR {atr:?}");
+    let line = rx.recv_timeout(DEADLINE).expect("no refusal logged");
+    assert!(
+        line.contains("reader 127.0.0.1:") && line.contains("refused: TLS handshake failed"),
+        "{line}"
+    );
+    // The impostor pins the real vreader (its certificate is no secret)
+    // but has its own key.
+    let (stranger, _) = winscard::link::generate_pair().unwrap();
+    let real = std::fs::read_to_string(link.join("shim.pem")).unwrap();
+    let peer_block = |t: &str| t.rfind("-----BEGIN CERTIFICATE-----").unwrap();
+    let impostor = format!(
+        "{}{}",
+        &stranger[..peer_block(&stranger)],
+        &real[peer_block(&real)..]
+    );
+    let config = winscard::link::Credentials::from_pem(&impostor)
+        .unwrap()
+        .client_config()
+        .unwrap();
+    let sock = std::net::TcpStream::connect(&addr).unwrap();
+    let got = winscard::link::connect(sock, &config, DEADLINE).and_then(|mut s| {
+        winscard::link::write_frame(&mut s, &[vpcd::Control::GetAtr.into()])?;
+        winscard::link::read_frame(&mut s, &mut vpcd::FrameDecoder::default())
+    });
+    assert!(
+        matches!(got, Err(_) | Ok(None)),
+        "an unpaired shim got {got:?}"
+    );
+    let line = rx.recv_timeout(DEADLINE).expect("no refusal logged");
+    assert!(line.contains("not the paired shim certificate"), "{line}");
+    let env = Env::new(("VIRTUAL_PIV_REMOTE", addr.clone())).with(
+        "VIRTUAL_PIV_LINK",
+        link.join("shim.pem").display().to_string(),
+    );
     opensc_suite(&env);
     assert!(
         env.log().contains(&format!("{addr}: connected")),

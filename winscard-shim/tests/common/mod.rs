@@ -54,27 +54,59 @@ pub fn card_session(
         if let Some(tx) = first.take() {
             let _ = tx.send(());
         }
-        let reply = match vpcd::Request::parse(&frame) {
-            Some(vpcd::Request::Control(vpcd::Control::PowerOn)) => {
-                card.power_on();
-                None
-            }
-            Some(vpcd::Request::Control(vpcd::Control::PowerOff)) => {
-                card.power_off();
-                None
-            }
-            Some(vpcd::Request::Control(vpcd::Control::Reset)) => {
-                card.reset();
-                None
-            }
-            Some(vpcd::Request::Control(vpcd::Control::GetAtr)) => Some(card.atr()),
-            Some(vpcd::Request::Apdu(apdu)) => Some(card.process(apdu)),
-            _ => None,
-        };
-        if let Some(r) = reply {
+        if let Some(r) = answer(card, &frame) {
             if vpcd::write_frame(s, &r).is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// What the card side answers to one vpcd frame (`None`: no answer).
+#[cfg(not(windows))]
+fn answer(card: &mut piv_applet::Card, frame: &[u8]) -> Option<Vec<u8>> {
+    match vpcd::Request::parse(frame) {
+        Some(vpcd::Request::Control(vpcd::Control::PowerOn)) => {
+            card.power_on();
+            None
+        }
+        Some(vpcd::Request::Control(vpcd::Control::PowerOff)) => {
+            card.power_off();
+            None
+        }
+        Some(vpcd::Request::Control(vpcd::Control::Reset)) => {
+            card.reset();
+            None
+        }
+        Some(vpcd::Request::Control(vpcd::Control::GetAtr)) => Some(card.atr()),
+        Some(vpcd::Request::Apdu(apdu)) => Some(card.process(apdu)),
+        _ => None,
+    }
+}
+
+/// [`card_session`] inside an established link (TLS): what `vreader
+/// --listen` serves the shim's remote backend.
+#[cfg(not(windows))]
+pub fn card_session_over(
+    card: &mut piv_applet::Card,
+    s: &mut (impl std::io::Read + std::io::Write),
+) {
+    let mut decoder = vpcd::FrameDecoder::default();
+    let mut buf = [0u8; 4096];
+    loop {
+        while let Some(frame) = decoder.next_frame() {
+            if let Some(r) = answer(card, &frame) {
+                let Ok(bytes) = vpcd::encode_frame(&r) else {
+                    return;
+                };
+                if s.write_all(&bytes).and_then(|()| s.flush()).is_err() {
+                    return;
+                }
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => decoder.push(&buf[..n]),
         }
     }
 }

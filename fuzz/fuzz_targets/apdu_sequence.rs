@@ -101,6 +101,7 @@ fn success(sw: u16) -> bool {
 fuzz_target!(|data: &[u8]| {
     let mut card = Card::with_store(template().clone(), Box::new(Discard));
     let mut contents_changed = false;
+    let mut chain: Option<([u8; 3], Vec<u8>)> = None;
     let mut proofs = Proofs::default();
     let mut sent: Vec<Vec<u8>> = Vec::new();
     let mut rest = data;
@@ -123,9 +124,24 @@ fuzz_target!(|data: &[u8]| {
         let index = sent.len();
         sent.push(apdu.to_vec());
         let Ok(cmd) = Command::parse(apdu) else {
+            chain = None;
             assert_eq!(guarded(card.state()), guarded_before);
             continue;
         };
+        // The whole data of a chained command, assembled as SP 800-73-4
+        // chaining does (a bad CLA or GET RESPONSE ends a chain).
+        let header = [u8::from(cmd.ins), cmd.p1, cmd.p2];
+        if cmd.cla & 0xEF != 0 || cmd.ins == Ins::GetResponse {
+            chain = None;
+        }
+        let mut whole = match chain.take() {
+            Some((h, so_far)) if h == header => so_far,
+            _ => Vec::new(),
+        };
+        whole.extend_from_slice(cmd.data);
+        if cmd.is_chained() && cmd.cla & 0xEF == 0 {
+            chain = Some((header, whole.clone()));
+        }
         let done = success(sw) && !cmd.is_chained();
 
         // Key use (GENERAL AUTHENTICATE with a private key).
@@ -168,9 +184,9 @@ fuzz_target!(|data: &[u8]| {
         let (pin_after, puk_after) = (&card.state().pin, &card.state().puk);
         let refs = [(&pin_before, pin_after, 0x80, "PIN"), (&puk_before, puk_after, 0x81, "PUK")];
         for (old, new, key_ref, name) in refs {
-            let first_block = cmd.data.get(..8).is_some_and(|d| old.matches(d));
+            let first_block = whole.get(..8).is_some_and(|d| old.matches(d));
             let presented = match cmd.ins {
-                Ins::Verify => cmd.p2 == key_ref && cmd.data.len() == 8 && first_block,
+                Ins::Verify => cmd.p2 == key_ref && whole.len() == 8 && first_block,
                 Ins::ChangeReferenceData => cmd.p2 == key_ref && first_block,
                 Ins::ResetRetryCounter => key_ref == 0x81 && first_block,
                 _ => false,
@@ -180,8 +196,7 @@ fuzz_target!(|data: &[u8]| {
                 let by_change = done
                     && matches!(cmd.ins, Ins::ChangeReferenceData | Ins::ResetRetryCounter)
                     && if cmd.ins == Ins::ResetRetryCounter {
-                        key_ref == 0x80
-                            && cmd.data.get(..8).is_some_and(|d| puk_before.matches(d))
+                        key_ref == 0x80 && whole.get(..8).is_some_and(|d| puk_before.matches(d))
                     } else {
                         presented
                     };
@@ -196,7 +211,7 @@ fuzz_target!(|data: &[u8]| {
 
         // Update what the sequence has proved.
         match cmd.ins {
-            Ins::Verify if sw == 0x9000 && cmd.p1 == 0 && cmd.data.len() == 8 => {
+            Ins::Verify if sw == 0x9000 && cmd.p1 == 0 && whole.len() == 8 => {
                 proofs.pin = true;
                 proofs.last_verify = Some(index);
             }
@@ -204,7 +219,7 @@ fuzz_target!(|data: &[u8]| {
             Ins::GeneralAuthenticate if sw == 0x9000 && cmd.p2 == 0x9B => {
                 // Step 2 of mutual (80 and 81 filled) or external (82 filled)
                 // authentication: the host proved it holds the key.
-                let inner = tlv::parse_one(cmd.data)
+                let inner = tlv::parse_one(&whole)
                     .ok()
                     .and_then(|t| tlv::parse_all(t.value).ok())
                     .unwrap_or_default();

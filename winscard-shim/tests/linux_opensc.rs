@@ -405,6 +405,35 @@ fn sign_and_verify(env: &Env) {
 /// The same card file through the shim and through pcscd + vpcd: OpenSC
 /// sees the same certificates, keys, objects and token serial, and both
 /// signatures verify. Uses vpcd's slot 0 port, so it takes the e2e lock.
+/// Waits until pcscd reports `reader` empty, asking through opensc-tool.
+/// Not `e2e::wait_for_no_card`: this test binary links the shim's rlib
+/// (for `winscard::link`), whose exported `SCard*` functions then stand in
+/// for libpcsclite's inside this process, so in-process PC/SC calls would
+/// ask the shim, not pcscd. "Card not present" is opensc-tool's answer for
+/// an empty reader only; a pcscd error gives another message.
+fn wait_for_no_card_via_opensc(reader: &str) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let o = Command::new("opensc-tool")
+            .args(["-r", reader, "-a"])
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        if !o.status.success() && said.contains("Card not present") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{reader} was not reported empty within {DEADLINE:?} (last: {said})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn same_answers_through_the_shim_and_through_pcscd() {
     tools();
@@ -460,7 +489,7 @@ fn same_answers_through_the_shim_and_through_pcscd() {
     server.join().unwrap();
     // The slot is left empty for the next user: pcscd must say so (an
     // error from pcscd is not an empty slot).
-    e2e::wait_for_no_card(e2e::READER0, DEADLINE);
+    wait_for_no_card_via_opensc(e2e::READER0);
     assert_eq!(via_shim, via_pcscd, "OpenSC sees the same card both ways");
     assert!(
         via_shim.iter().any(|l| l.contains("serial")),

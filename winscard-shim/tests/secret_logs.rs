@@ -115,10 +115,19 @@ fn no_secret_reaches_the_vreader_or_shim_log() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
+    // The shim reaches a listening vreader only over the paired link.
+    let link = dir.path().join("link");
+    let paired = Command::new(e2e::vreader_bin())
+        .args(["pair", "--dir", link.to_str().unwrap()])
+        .output()
+        .expect("vreader pair");
+    assert!(paired.status.success(), "{paired:?}");
     let vreader_log = dir.path().join("vreader.log");
     let out = std::fs::File::create(&vreader_log).unwrap();
     let child = Command::new(e2e::vreader_bin())
         .args(["run", "--card", card.to_str().unwrap(), "--listen", &addr])
+        .arg("--link-credentials")
+        .arg(link.join("vreader.pem"))
         .env("RUST_LOG", "debug")
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
@@ -127,7 +136,16 @@ fn no_secret_reaches_the_vreader_or_shim_log() {
         .expect("start vreader");
     let child = Child(child);
     e2e::wait_for_log(&vreader_log, "waiting for a reader");
-    let secrets = drive(dir.path(), &[("VIRTUAL_PIV_REMOTE", addr)]);
+    let secrets = drive(
+        dir.path(),
+        &[
+            ("VIRTUAL_PIV_REMOTE", addr),
+            (
+                "VIRTUAL_PIV_LINK",
+                link.join("shim.pem").display().to_string(),
+            ),
+        ],
+    );
     drop(child);
     let log = std::fs::read_to_string(&vreader_log).unwrap();
     assert_clean("vreader log", &log, &secrets);

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the Windows build of winscard-shim needs on Debian 12: the
 # mingw cross toolchain, Wine to run the result, and the Windows Rust
-# targets (gnu to build and run here, msvc because Windows users and CI
-# `cargo check` against it, i686 gnu so CI keeps the 32-bit DLL
+# targets (gnu to build and run here, msvc for Windows users' builds,
+# i686 gnu so CI keeps the 32-bit DLL
 # buildable). Safe to run again.
 set -euo pipefail
 
 need_apt=()
 command -v wine >/dev/null 2>&1 || need_apt+=(wine wine64)
 command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || need_apt+=(gcc-mingw-w64-x86-64)
+# ring (the TLS link's crypto) compiles C for the 32-bit check too.
+command -v i686-w64-mingw32-gcc >/dev/null 2>&1 || need_apt+=(gcc-mingw-w64-i686)
 if [ ${#need_apt[@]} -gt 0 ]; then
   # wine (32-bit parts) wants i386; wine64 alone is enough for our x86_64 programs.
   apt-get update -qq

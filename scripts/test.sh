@@ -10,6 +10,8 @@ step() { printf '\n=== %s\n' "$*"; }
 
 step "set-up: Linux PC/SC stack and clients"
 bash scripts/setup-pcsc.sh
+step "set-up: ykman and Yubico's PIV device tests (venv, pinned)"
+bash scripts/setup-ykman.sh
 command -v cargo >/dev/null || . "$HOME/.cargo/env"
 if [ -f scripts/setup-wine.sh ]; then
   step "set-up: Windows cross build and Wine"

@@ -10,18 +10,19 @@ use zeroize::Zeroizing;
 use crate::access::{self, CommandRule, KeyUseRule};
 use crate::apdu::{Command, Response};
 use crate::enums::{
-    AlgorithmId, Ins, KeyOrigin, KeyRef, ObjectId, PinPolicy, Slot, StatusWord, TouchPolicy,
-    PIV_AID, PIV_RID_LEN,
+    AlgorithmId, Ins, KeyOrigin, KeyRef, MgmtIns, ObjectId, PinPolicy, Slot, StatusWord,
+    TouchPolicy, MANAGEMENT_AID, PIV_AID, PIV_RID_LEN,
 };
 use crate::keys::KeyMaterial;
 use crate::mgmt::ManagementKey;
+use crate::refusal::Refusal;
 use crate::sealed::{KdfParams, Passphrase, SealingKey};
 use crate::state::{
     is_valid_new_pin, CardState, Identity, KeySlot, PinState, DEFAULT_PIN, DEFAULT_PUK,
-    DEFAULT_TRIES, PIN_BLOCK_LEN, YUBIKEY5_ATR,
+    DEFAULT_TRIES, PIN_BLOCK_LEN, YUBIKEY5_NFC_ATR,
 };
 use crate::store::{FileStore, MemoryStore, PlainFile, Store, StoreError};
-use crate::{tlv, x509};
+use crate::{device, tlv, x509};
 
 /// Largest command a chain may assemble; beyond it the chain is refused
 /// with 6A84 rather than growing without bound.
@@ -46,7 +47,7 @@ pub struct CardOptions {
     pub serial: Option<u32>,
     /// Firmware version reported by GET VERSION and attestation.
     pub firmware: [u8; 3],
-    /// ATR; the YubiKey 5 NFC's when `None`.
+    /// ATR; the YubiKey 5 NFC's over NFC when `None`.
     pub atr: Option<Vec<u8>>,
     /// CHUID GUID; random when `None`.
     pub guid: Option<[u8; 16]>,
@@ -103,10 +104,18 @@ struct Chain {
     pin_just_verified: bool,
 }
 
+/// The application a SELECT chose; commands go to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Applet {
+    Piv,
+    /// The YubiKey Management application ([`crate::device`]).
+    Management,
+}
+
 /// Per-session state, lost at reset or power off.
 #[derive(Default)]
 struct Session {
-    selected: bool,
+    selected: Option<Applet>,
     pin_verified: bool,
     /// Set by a successful VERIFY; every later command takes it away (a
     /// command chain carries it to its last chunk), so a PIN-always key
@@ -139,7 +148,7 @@ struct Req<'a> {
     pin_just_verified: bool,
 }
 
-type Res = Result<Response, StatusWord>;
+type Res = Result<Response, Refusal>;
 
 /// A PIV card with its store.
 pub struct Card {
@@ -179,7 +188,10 @@ impl Card {
         let identity = Identity {
             serial,
             firmware: opts.firmware,
-            atr: opts.atr.clone().unwrap_or_else(|| YUBIKEY5_ATR.to_vec()),
+            atr: opts
+                .atr
+                .clone()
+                .unwrap_or_else(|| YUBIKEY5_NFC_ATR.to_vec()),
             guid,
             fascn: default_fascn(),
             card_id,
@@ -296,7 +308,7 @@ impl Card {
             state,
             store,
             session: Session {
-                selected: true,
+                selected: Some(Applet::Piv),
                 ..Session::default()
             },
             touch: TouchMode::default(),
@@ -326,7 +338,7 @@ impl Card {
     /// a YubiKey, whose PIV applet is the default one).
     pub fn reset(&mut self) {
         self.session = Session {
-            selected: true,
+            selected: Some(Applet::Piv),
             ..Session::default()
         };
     }
@@ -383,12 +395,7 @@ impl Card {
         let spki = key.public_key_spki_der();
         self.install_key(
             slot,
-            KeySlot {
-                key,
-                pin_policy,
-                touch_policy,
-                origin: KeyOrigin::Generated,
-            },
+            KeySlot::new(slot, key, pin_policy, touch_policy, KeyOrigin::Generated),
         )
         .map_err(|_| CardError::Invalid("the card file could not be written".into()))?;
         Ok(spki)
@@ -404,12 +411,7 @@ impl Card {
     ) -> Result<(), CardError> {
         self.install_key(
             slot,
-            KeySlot {
-                key,
-                pin_policy,
-                touch_policy,
-                origin: KeyOrigin::Imported,
-            },
+            KeySlot::new(slot, key, pin_policy, touch_policy, KeyOrigin::Imported),
         )
         .map_err(|_| CardError::Invalid("the card file could not be written".into()))
     }
@@ -425,12 +427,7 @@ impl Card {
         touch_policy: TouchPolicy,
     ) -> Result<(), CardError> {
         let id = slot.certificate_object();
-        let ks = KeySlot {
-            key,
-            pin_policy,
-            touch_policy,
-            origin: KeyOrigin::Imported,
-        };
+        let ks = KeySlot::new(slot, key, pin_policy, touch_policy, KeyOrigin::Imported);
         let cert = certificate.map(CardState::certificate_object_value);
         if let Some(c) = &cert {
             self.state.check_room(id, c.len())?;
@@ -551,7 +548,7 @@ impl Card {
             Err(_) => {
                 self.session.chain = None;
                 self.session.pending = None;
-                return StatusWord::WrongLength.into();
+                return Refusal::BadLength.into();
             }
         };
         if let Err(sw) = check_cla(cmd.cla) {
@@ -575,7 +572,7 @@ impl Card {
                 pin_just_verified,
             });
             if chain.data.len() + cmd.data.len() > MAX_CHAINED_COMMAND {
-                return StatusWord::NotEnoughMemory.into();
+                return Refusal::ChainTooLong.into();
             }
             extend_wiped(&mut chain.data, cmd.data);
             self.session.chain = Some(chain);
@@ -585,7 +582,7 @@ impl Card {
         let (data, pin_just_verified) = match continued {
             Some(mut chain) => {
                 if chain.data.len() + cmd.data.len() > MAX_CHAINED_COMMAND {
-                    return StatusWord::NotEnoughMemory.into();
+                    return Refusal::ChainTooLong.into();
                 }
                 extend_wiped(&mut chain.data, cmd.data);
                 joined = chain;
@@ -600,7 +597,7 @@ impl Card {
             data,
             pin_just_verified,
         };
-        let resp = self.dispatch(&req).unwrap_or_else(Response::status);
+        let resp = self.dispatch(&req).unwrap_or_else(Response::from);
         let limit = cmd.le.unwrap_or(if cmd.extended { 65536 } else { 256 });
         self.limit_response(resp, limit)
     }
@@ -620,10 +617,10 @@ impl Card {
     fn get_response(&mut self, cmd: &Command<'_>) -> Response {
         self.session.chain = None;
         if cmd.p1 != 0 || cmd.p2 != 0 {
-            return StatusWord::IncorrectP1P2.into();
+            return Refusal::BadP1P2.into();
         }
         let Some(pending) = self.session.pending.take() else {
-            return StatusWord::ConditionsNotSatisfied.into();
+            return Refusal::OutOfOrder.into();
         };
         let limit = cmd.le.unwrap_or(256);
         self.limit_response(Response::ok(pending.to_vec()), limit)
@@ -636,9 +633,30 @@ impl Card {
         if req.ins == Ins::Select {
             return self.select(req);
         }
-        if !self.session.selected {
-            return Err(StatusWord::InsNotSupported);
+        match self.session.selected {
+            Some(Applet::Piv) => self.dispatch_piv(req),
+            Some(Applet::Management) => self.dispatch_management(req),
+            None => Err(Refusal::UnknownIns),
         }
+    }
+
+    /// The Management application answers GET DEVICE INFO only: the card
+    /// cannot change its applications or reset other ones, so writing the
+    /// configuration is refused as an unknown instruction, as a YubiKey
+    /// without the feature does.
+    fn dispatch_management(&mut self, req: &Req<'_>) -> Res {
+        match MgmtIns::from(u8::from(req.ins)) {
+            MgmtIns::ReadConfig => {
+                if req.p2 != 0 {
+                    return Err(Refusal::BadP1P2);
+                }
+                device::device_info(&self.state.identity, req.p1).map(Response::ok)
+            }
+            _ => Err(Refusal::UnknownIns),
+        }
+    }
+
+    fn dispatch_piv(&mut self, req: &Req<'_>) -> Res {
         match req.ins {
             Ins::GetData => self.get_data(req),
             Ins::PutData => self.put_data(req),
@@ -664,7 +682,7 @@ impl Card {
             Ins::Reset => self.yubikey_reset(req),
             Ins::SetPinRetries => self.set_pin_retries(req),
             Ins::MoveKey => self.move_key(req),
-            _ => Err(StatusWord::InsNotSupported),
+            _ => Err(Refusal::UnknownIns),
         }
     }
 
@@ -689,17 +707,17 @@ impl Card {
         &mut self,
         change: impl FnOnce(&mut CardState) -> U,
         undo: impl FnOnce(&mut CardState, U),
-    ) -> Result<(), StatusWord> {
+    ) -> Result<(), Refusal> {
         self.save_or_undo(change, undo).map_err(|e| {
             tracing::error!("card state not saved: {e}");
-            StatusWord::MemoryFailure
+            Refusal::NotSaved
         })
     }
 
     /// Enforces the part of a command's [`access::command_rule`] that the
     /// session alone decides; the handlers check the rest (the object, the
     /// key, the reference data), which needs the command's data.
-    fn authorize(&self, ins: Ins) -> Result<(), StatusWord> {
+    fn authorize(&self, ins: Ins) -> Result<(), Refusal> {
         let s = &self.session;
         let allowed = match access::command_rule(ins) {
             Some(CommandRule::ManagementKey) => s.mgmt_authenticated,
@@ -709,15 +727,13 @@ impl Card {
         if allowed {
             Ok(())
         } else {
-            Err(StatusWord::SecurityStatusNotSatisfied)
+            Err(Refusal::SecurityStatus)
         }
     }
 
-    fn touch(&self, policy: TouchPolicy) -> Result<(), StatusWord> {
+    fn touch(&self, policy: TouchPolicy) -> Result<(), Refusal> {
         match (policy, self.touch) {
-            (TouchPolicy::Always | TouchPolicy::Cached, TouchMode::Deny) => {
-                Err(StatusWord::ConditionsNotSatisfied)
-            }
+            (TouchPolicy::Always | TouchPolicy::Cached, TouchMode::Deny) => Err(Refusal::NoTouch),
             _ => Ok(()),
         }
     }
@@ -727,18 +743,27 @@ impl Card {
 
     fn select(&mut self, req: &Req<'_>) -> Res {
         if req.p1 != 0x04 {
-            return Err(StatusWord::IncorrectP1P2);
+            return Err(Refusal::BadP1P2);
         }
         let aid = req.data;
-        if aid.len() < PIV_RID_LEN || !PIV_AID.starts_with(aid) {
+        let applet = if aid.len() >= PIV_RID_LEN && PIV_AID.starts_with(aid) {
+            Applet::Piv
+        } else if aid == MANAGEMENT_AID {
+            Applet::Management
+        } else {
             self.session = Session::default();
-            return Err(StatusWord::FileNotFound);
-        }
-        if !self.session.selected {
+            return Err(Refusal::NoApplication);
+        };
+        // Selecting another application ends the PIV session (PIN,
+        // management key); selecting PIV again keeps it.
+        if self.session.selected != Some(applet) {
             self.session = Session::default();
         }
-        self.session.selected = true;
-        Ok(Response::ok(application_property_template()))
+        self.session.selected = Some(applet);
+        Ok(Response::ok(match applet {
+            Applet::Piv => application_property_template(),
+            Applet::Management => device::select_answer(&self.state.identity),
+        }))
     }
 
     // ---------------------------------------------------------------
@@ -746,20 +771,22 @@ impl Card {
 
     fn get_data(&mut self, req: &Req<'_>) -> Res {
         expect_p1p2(req, 0x3F, 0xFF)?;
-        let tag = tlv::parse_one(req.data).map_err(|_| StatusWord::IncorrectData)?;
+        let tag = tlv::parse_one(req.data).map_err(|_| Refusal::BadData)?;
         if tag.tag != 0x5C {
-            return Err(StatusWord::IncorrectData);
+            return Err(Refusal::BadData);
         }
-        let id = ObjectId::from_bytes(tag.value).ok_or(StatusWord::FileNotFound)?;
+        let id = ObjectId::from_bytes(tag.value)
+            .filter(|id| id.is_known())
+            .ok_or(Refusal::BadObjectId)?;
         if id.pin_protected() && !self.session.pin_verified {
-            return Err(StatusWord::SecurityStatusNotSatisfied);
+            return Err(Refusal::SecurityStatus);
         }
         let value = if id == ObjectId::KEY_HISTORY {
             self.state.key_history()
         } else {
             self.state.objects.get(&id).cloned()
         };
-        let value = value.ok_or(StatusWord::FileNotFound)?;
+        let value = value.ok_or(Refusal::NoObject)?;
         if matches!(id, ObjectId::DISCOVERY | ObjectId::BITGT) {
             Ok(Response::ok(value))
         } else {
@@ -770,23 +797,26 @@ impl Card {
     fn put_data(&mut self, req: &Req<'_>) -> Res {
         expect_p1p2(req, 0x3F, 0xFF)?;
         self.authorize(req.ins)?;
-        let tlvs = tlv::parse_all(req.data).map_err(|_| StatusWord::IncorrectData)?;
+        let tlvs = tlv::parse_all(req.data).map_err(|_| Refusal::BadData)?;
         let (id, value) = match tlvs.as_slice() {
             [bare] if bare.tag == 0x7E || bare.tag == 0x7F61 => {
                 (ObjectId(bare.tag), tlv::encode(bare.tag, bare.value))
             }
             [t, v] if t.tag == 0x5C && v.tag == 0x53 => {
-                let id = ObjectId::from_bytes(t.value).ok_or(StatusWord::IncorrectData)?;
+                let id = ObjectId::from_bytes(t.value).ok_or(Refusal::BadObjectId)?;
                 (id, v.value.to_vec())
             }
-            _ => return Err(StatusWord::IncorrectData),
+            _ => return Err(Refusal::BadData),
         };
         if !id.is_known() || id == ObjectId::DISCOVERY && tlv::find(&value, 0x7E).is_none() {
-            return Err(StatusWord::IncorrectData);
+            return Err(Refusal::BadObjectId);
         }
         self.state
             .check_room(id, value.len())
-            .map_err(|_| StatusWord::NotEnoughMemory)?;
+            .map_err(|e| match e {
+                NoRoom::ObjectTooLarge { .. } => Refusal::ObjectTooLarge,
+                NoRoom::CardFull { .. } => Refusal::CardFull,
+            })?;
         self.persist_or_undo(
             |s| {
                 if value.is_empty() {
@@ -806,20 +836,20 @@ impl Card {
     /// The PIN or PUK a reference names; other references have no
     /// reference data. Checking here is what lets the state-changing
     /// closures use [`CardState::reference_mut`] directly.
-    fn pin_state(&mut self, key_ref: KeyRef) -> Result<&mut PinState, StatusWord> {
+    fn pin_state(&mut self, key_ref: KeyRef) -> Result<&mut PinState, Refusal> {
         match key_ref {
             KeyRef::Pin | KeyRef::Puk => Ok(self.state.reference_mut(key_ref)),
-            _ => Err(StatusWord::ReferenceNotFound),
+            _ => Err(Refusal::NoReference),
         }
     }
 
     /// Checks `candidate` against a PIN or PUK. The retry counter is
     /// decremented and saved before the comparison, so pulling the power
     /// mid-check cannot grant a free try.
-    fn check_reference(&mut self, key_ref: KeyRef, candidate: &[u8]) -> Result<(), StatusWord> {
+    fn check_reference(&mut self, key_ref: KeyRef, candidate: &[u8]) -> Result<(), Refusal> {
         let pin = self.pin_state(key_ref)?;
         if pin.is_blocked() {
-            return Err(StatusWord::AuthMethodBlocked);
+            return Err(Refusal::Blocked);
         }
         // Nothing recorded, nothing compared: a failed save undoes the count.
         self.persist_or_undo(
@@ -828,7 +858,7 @@ impl Card {
         )?;
         let pin = self.pin_state(key_ref)?;
         if !pin.matches(candidate) {
-            return Err(StatusWord::VerifyFail(pin.tries_left));
+            return Err(Refusal::WrongReference(pin.tries_left));
         }
         // If the restored count cannot be saved, the try stays counted (in
         // memory as on disk) and the host sees 6581.
@@ -844,7 +874,7 @@ impl Card {
     fn verify(&mut self, req: &Req<'_>) -> Res {
         let key_ref = KeyRef::from(req.p2);
         if key_ref != KeyRef::Pin {
-            return Err(StatusWord::ReferenceNotFound);
+            return Err(Refusal::NoReference);
         }
         match (req.p1, req.data.len()) {
             (0xFF, 0) => {
@@ -855,9 +885,9 @@ impl Card {
                 if self.session.pin_verified {
                     Ok(Response::ok(Vec::new()))
                 } else if self.state.pin.is_blocked() {
-                    Err(StatusWord::AuthMethodBlocked)
+                    Err(Refusal::Blocked)
                 } else {
-                    Err(StatusWord::VerifyFail(self.state.pin.tries_left))
+                    Err(Refusal::WrongReference(self.state.pin.tries_left))
                 }
             }
             (0x00, PIN_BLOCK_LEN) => {
@@ -867,26 +897,26 @@ impl Card {
                 self.session.pin_fresh = true;
                 Ok(Response::ok(Vec::new()))
             }
-            (0x00 | 0xFF, _) => Err(StatusWord::IncorrectData),
-            _ => Err(StatusWord::IncorrectP1P2),
+            (0x00 | 0xFF, _) => Err(Refusal::BadData),
+            _ => Err(Refusal::BadP1P2),
         }
     }
 
     fn change_reference_data(&mut self, req: &Req<'_>) -> Res {
         if req.p1 != 0 {
-            return Err(StatusWord::IncorrectP1P2);
+            return Err(Refusal::NoReference);
         }
         let key_ref = KeyRef::from(req.p2);
         self.pin_state(key_ref)?;
         if req.data.len() != 2 * PIN_BLOCK_LEN {
-            return Err(StatusWord::IncorrectData);
+            return Err(Refusal::BadData);
         }
         let (old, new) = req.data.split_at(PIN_BLOCK_LEN);
         // The old value is checked (and counted) before the new one's
         // format: a reset tool blocking the PIN with junk must see 63Cx.
         self.check_reference(key_ref, old)?;
         if !is_valid_new_pin(new) {
-            return Err(StatusWord::IncorrectData);
+            return Err(Refusal::BadNewReference);
         }
         self.persist_or_undo(
             |s| s.replace_reference(key_ref, new),
@@ -900,18 +930,18 @@ impl Card {
 
     fn reset_retry_counter(&mut self, req: &Req<'_>) -> Res {
         if req.p1 != 0 {
-            return Err(StatusWord::IncorrectP1P2);
+            return Err(Refusal::BadP1P2);
         }
         if KeyRef::from(req.p2) != KeyRef::Pin {
-            return Err(StatusWord::ReferenceNotFound);
+            return Err(Refusal::NoReference);
         }
         if req.data.len() != 2 * PIN_BLOCK_LEN {
-            return Err(StatusWord::IncorrectData);
+            return Err(Refusal::BadData);
         }
         let (puk, new) = req.data.split_at(PIN_BLOCK_LEN);
         self.check_reference(KeyRef::Puk, puk)?;
         if !is_valid_new_pin(new) {
-            return Err(StatusWord::IncorrectData);
+            return Err(Refusal::BadNewReference);
         }
         self.persist_or_undo(
             |s| s.replace_reference(KeyRef::Pin, new),
@@ -924,11 +954,11 @@ impl Card {
     // GENERAL AUTHENTICATE
 
     fn general_authenticate(&mut self, req: &Req<'_>) -> Res {
-        let outer = tlv::parse_one(req.data).map_err(|_| StatusWord::IncorrectData)?;
+        let outer = tlv::parse_one(req.data).map_err(|_| Refusal::BadData)?;
         if outer.tag != 0x7C {
-            return Err(StatusWord::IncorrectData);
+            return Err(Refusal::BadData);
         }
-        let inner = tlv::parse_all(outer.value).map_err(|_| StatusWord::IncorrectData)?;
+        let inner = tlv::parse_all(outer.value).map_err(|_| Refusal::BadData)?;
         let get = |tag: u32| inner.iter().find(|t| t.tag == tag).map(|t| t.value);
         let (witness, challenge, response, exponentiation) =
             (get(0x80), get(0x81), get(0x82), get(0x85));
@@ -940,17 +970,19 @@ impl Card {
         // IMPORT and its certificate object, and its SDKs refuse to send a
         // signature request to it; the exact word a YubiKey 5.7 answers was
         // not measured here.
-        let slot = access::general_authenticate_slot(req.p2).ok_or(StatusWord::IncorrectP1P2)?;
+        let slot = access::general_authenticate_slot(req.p2).ok_or(Refusal::BadP1P2)?;
         let Some(ks) = self.state.keys.get(&slot) else {
-            return Err(StatusWord::IncorrectData);
+            return Err(Refusal::EmptySlot);
         };
+        // A YubiKey answers 6A80 when P1 is not the slot key's algorithm;
+        // ykman's `check_key` counts on it (yubikit piv.py).
         if AlgorithmId::from(req.p1) != ks.key.algorithm() {
-            return Err(StatusWord::IncorrectP1P2);
+            return Err(Refusal::AlgorithmMismatch);
         }
         let input = match (challenge, response, exponentiation) {
             (Some(c), Some([]), None) if !c.is_empty() => Operation::Sign(c),
             (None, Some([]), Some(p)) if !p.is_empty() => Operation::Ecdh(p),
-            _ => return Err(StatusWord::IncorrectData),
+            _ => return Err(Refusal::BadData),
         };
         let allowed = match access::key_use_rule(slot, ks.pin_policy) {
             KeyUseRule::Free => true,
@@ -958,14 +990,14 @@ impl Card {
             KeyUseRule::PinJustVerified => self.session.pin_verified && req.pin_just_verified,
         };
         if !allowed {
-            return Err(StatusWord::SecurityStatusNotSatisfied);
+            return Err(Refusal::SecurityStatus);
         }
         self.touch(ks.touch_policy)?;
         let result = match input {
             Operation::Sign(c) => ks.key.sign_or_decrypt(c),
             Operation::Ecdh(p) => ks.key.ecdh(p),
         }
-        .map_err(|_| StatusWord::IncorrectData)?;
+        .map_err(|_| Refusal::BadData)?;
         // 7C { 82 { result } }, built in wiped buffers: the result may be a
         // decrypted block or a shared secret.
         let mut inner = Zeroizing::new(Vec::with_capacity(result.len() + 4));
@@ -990,8 +1022,11 @@ impl Card {
             OsRng.fill_bytes(&mut random);
             return Ok(Response::ok(tlv::encode(0x7C, &tlv::encode(0x81, &random))));
         }
+        // 6A80 as for the asymmetric keys: a YubiKey 5.7 answers a 3DES
+        // witness request against its AES-192 key so (issue 12, from
+        // yubikey-manager's device tests).
         if AlgorithmId::from(p1) != key.algorithm() {
-            return Err(StatusWord::IncorrectP1P2);
+            return Err(Refusal::AlgorithmMismatch);
         }
         let pending = self.session.challenge.take();
         self.session.mgmt_authenticated = false;
@@ -1000,9 +1035,7 @@ impl Card {
             (Some([]), None, None) => {
                 let mut plain = Zeroizing::new(vec![0u8; block]);
                 OsRng.fill_bytes(&mut plain);
-                let sent = key
-                    .encrypt_block(&plain)
-                    .map_err(|_| StatusWord::NoPreciseDiagnosis)?;
+                let sent = key.encrypt_block(&plain).map_err(|_| Refusal::Internal)?;
                 self.session.challenge = Some(Challenge::Witness(plain));
                 Ok(Response::ok(tlv::encode(0x7C, &tlv::encode(0x80, &sent))))
             }
@@ -1010,18 +1043,18 @@ impl Card {
             // sends its own challenge.
             (Some(decrypted), Some(host_challenge), None) => {
                 let Some(Challenge::Witness(expected)) = pending else {
-                    return Err(StatusWord::ConditionsNotSatisfied);
+                    return Err(Refusal::OutOfOrder);
                 };
                 if decrypted.len() != block || host_challenge.len() != block {
-                    return Err(StatusWord::IncorrectData);
+                    return Err(Refusal::BadData);
                 }
                 if !bool::from(expected.ct_eq(decrypted)) {
-                    return Err(StatusWord::SecurityStatusNotSatisfied);
+                    return Err(Refusal::SecurityStatus);
                 }
                 self.touch(self.state.mgmt_touch)?;
                 let answer = key
                     .encrypt_block(host_challenge)
-                    .map_err(|_| StatusWord::IncorrectData)?;
+                    .map_err(|_| Refusal::BadData)?;
                 self.session.mgmt_authenticated = true;
                 Ok(Response::ok(tlv::encode(0x7C, &tlv::encode(0x82, &answer))))
             }
@@ -1036,20 +1069,18 @@ impl Card {
             // External, step 2: the host sends E(K, challenge).
             (None, None, Some(answer)) if !answer.is_empty() => {
                 let Some(Challenge::External(plain)) = pending else {
-                    return Err(StatusWord::ConditionsNotSatisfied);
+                    return Err(Refusal::OutOfOrder);
                 };
-                let expected = Zeroizing::new(
-                    key.encrypt_block(&plain)
-                        .map_err(|_| StatusWord::NoPreciseDiagnosis)?,
-                );
+                let expected =
+                    Zeroizing::new(key.encrypt_block(&plain).map_err(|_| Refusal::Internal)?);
                 if answer.len() != block || !bool::from(expected.ct_eq(answer)) {
-                    return Err(StatusWord::SecurityStatusNotSatisfied);
+                    return Err(Refusal::SecurityStatus);
                 }
                 self.touch(self.state.mgmt_touch)?;
                 self.session.mgmt_authenticated = true;
                 Ok(Response::ok(Vec::new()))
             }
-            _ => Err(StatusWord::IncorrectData),
+            _ => Err(Refusal::BadData),
         }
     }
 
@@ -1057,7 +1088,7 @@ impl Card {
     // Key management
 
     /// Parses `AA` / `AB` policy TLVs (YubiKey) from a list.
-    fn policies(tlvs: &[tlv::Tlv<'_>]) -> Result<(PinPolicy, TouchPolicy), StatusWord> {
+    fn policies(tlvs: &[tlv::Tlv<'_>]) -> Result<(PinPolicy, TouchPolicy), Refusal> {
         let mut pin = PinPolicy::Default;
         let mut touch = TouchPolicy::Default;
         for t in tlvs {
@@ -1065,16 +1096,16 @@ impl Card {
                 (0xAA, [v]) => {
                     pin = PinPolicy::from(*v);
                     if matches!(pin, PinPolicy::Unknown(_)) {
-                        return Err(StatusWord::IncorrectData);
+                        return Err(Refusal::BadData);
                     }
                 }
                 (0xAB, [v]) => {
                     touch = TouchPolicy::from(*v);
                     if matches!(touch, TouchPolicy::Unknown(_)) {
-                        return Err(StatusWord::IncorrectData);
+                        return Err(Refusal::BadData);
                     }
                 }
-                (0xAA | 0xAB, _) => return Err(StatusWord::IncorrectData),
+                (0xAA | 0xAB, _) => return Err(Refusal::BadData),
                 _ => {}
             }
         }
@@ -1083,7 +1114,7 @@ impl Card {
 
     /// Puts a key in a slot and saves; on a failed save the slot is
     /// restored.
-    fn install_key(&mut self, slot: Slot, ks: KeySlot) -> Result<(), StatusWord> {
+    fn install_key(&mut self, slot: Slot, ks: KeySlot) -> Result<(), Refusal> {
         self.persist_or_undo(
             |s| s.keys.insert(slot, ks),
             |s, previous| put_back(&mut s.keys, slot, previous),
@@ -1092,72 +1123,68 @@ impl Card {
 
     fn generate(&mut self, req: &Req<'_>) -> Res {
         if req.p1 != 0 {
-            return Err(StatusWord::IncorrectP1P2);
+            return Err(Refusal::BadP1P2);
         }
-        let slot = Slot::new_piv(req.p2).ok_or(StatusWord::IncorrectP1P2)?;
+        let slot = Slot::new_piv(req.p2).ok_or(Refusal::BadSlot)?;
         self.authorize(req.ins)?;
-        let template = tlv::parse_one(req.data).map_err(|_| StatusWord::IncorrectData)?;
+        let template = tlv::parse_one(req.data).map_err(|_| Refusal::BadData)?;
         if template.tag != 0xAC {
-            return Err(StatusWord::IncorrectData);
+            return Err(Refusal::BadData);
         }
-        let inner = tlv::parse_all(template.value).map_err(|_| StatusWord::IncorrectData)?;
+        let inner = tlv::parse_all(template.value).map_err(|_| Refusal::BadData)?;
         let alg = match inner.iter().find(|t| t.tag == 0x80).map(|t| t.value) {
             Some([a]) => AlgorithmId::from(*a),
-            _ => return Err(StatusWord::IncorrectData),
+            _ => return Err(Refusal::BadData),
         };
         if !alg.is_asymmetric() {
-            return Err(StatusWord::IncorrectData);
+            return Err(Refusal::BadAlgorithm);
         }
         let (pin_policy, touch_policy) = Card::policies(&inner)?;
-        let key = KeyMaterial::generate(alg).map_err(|_| StatusWord::IncorrectData)?;
+        let key = KeyMaterial::generate(alg).map_err(|_| Refusal::BadAlgorithm)?;
         let public = key.public_key_tlvs();
         self.install_key(
             slot,
-            KeySlot {
-                key,
-                pin_policy,
-                touch_policy,
-                origin: KeyOrigin::Generated,
-            },
+            KeySlot::new(slot, key, pin_policy, touch_policy, KeyOrigin::Generated),
         )?;
         Ok(Response::ok(tlv::encode(0x7F49, &public)))
     }
 
     fn import(&mut self, req: &Req<'_>) -> Res {
         let alg = AlgorithmId::from(req.p1);
-        let slot = Slot::new(req.p2).ok_or(StatusWord::IncorrectP1P2)?;
+        let slot = Slot::new(req.p2).ok_or(Refusal::BadSlot)?;
         if !alg.is_asymmetric() {
-            return Err(StatusWord::IncorrectP1P2);
+            return Err(Refusal::BadAlgorithm);
         }
         self.authorize(req.ins)?;
-        let tlvs = tlv::parse_all(req.data).map_err(|_| StatusWord::IncorrectData)?;
+        let tlvs = tlv::parse_all(req.data).map_err(|_| Refusal::BadData)?;
         let (pin_policy, touch_policy) = Card::policies(&tlvs)?;
-        let key = KeyMaterial::import(alg, req.data).map_err(|_| StatusWord::IncorrectData)?;
+        let key = KeyMaterial::import(alg, req.data).map_err(|_| Refusal::BadData)?;
         self.install_key(
             slot,
-            KeySlot {
-                key,
-                pin_policy,
-                touch_policy,
-                origin: KeyOrigin::Imported,
-            },
+            KeySlot::new(slot, key, pin_policy, touch_policy, KeyOrigin::Imported),
         )?;
         Ok(Response::ok(Vec::new()))
     }
 
+    /// MOVE KEY (P1 = destination, P2 = source) or, with P1 = FF, DELETE
+    /// KEY. Yubico's "PIV extensions" page: a key moves from and to any
+    /// slot but F9, and any key may be deleted, F9's included.
     fn move_key(&mut self, req: &Req<'_>) -> Res {
-        let src = Slot::new_piv(req.p2).ok_or(StatusWord::IncorrectP1P2)?;
         let dest = match req.p1 {
             0xFF => None,
-            d => Some(
-                Slot::new_piv(d)
-                    .filter(|s| *s != src)
-                    .ok_or(StatusWord::IncorrectP1P2)?,
-            ),
+            d => Some(Slot::new_piv(d).ok_or(Refusal::BadSlot)?),
         };
+        let src = match dest {
+            None => Slot::new(req.p2),
+            Some(d) => Slot::new_piv(req.p2).filter(|s| *s != d),
+        }
+        .ok_or(Refusal::BadSlot)?;
         self.authorize(req.ins)?;
         if !self.state.keys.contains_key(&src) {
-            return Err(StatusWord::ReferenceNotFound);
+            return Err(Refusal::NoReference);
+        }
+        if dest.is_some_and(|d| self.state.keys.contains_key(&d)) {
+            return Err(Refusal::DestinationOccupied);
         }
         // Returns the deleted key (no destination) or the key the move
         // displaced, so a failed save can put every key back.
@@ -1188,17 +1215,18 @@ impl Card {
         let touch = match (req.p1, req.p2) {
             (0xFF, 0xFF) => TouchPolicy::Never,
             (0xFF, 0xFE) => TouchPolicy::Always,
-            _ => return Err(StatusWord::IncorrectP1P2),
+            // Yubico.NET.SDK set-mgmt-key.md: FD asks for a cached touch.
+            (0xFF, 0xFD) => TouchPolicy::Cached,
+            _ => return Err(Refusal::BadP1P2),
         };
         self.authorize(req.ins)?;
         let [alg, key_ref, len, key @ ..] = req.data else {
-            return Err(StatusWord::IncorrectData);
+            return Err(Refusal::BadData);
         };
         if KeyRef::from(*key_ref) != KeyRef::ManagementKey || usize::from(*len) != key.len() {
-            return Err(StatusWord::IncorrectData);
+            return Err(Refusal::BadData);
         }
-        let new = ManagementKey::new(AlgorithmId::from(*alg), key)
-            .map_err(|_| StatusWord::IncorrectData)?;
+        let new = ManagementKey::new(AlgorithmId::from(*alg), key).map_err(|_| Refusal::BadData)?;
         self.persist_or_undo(
             |s| {
                 (
@@ -1213,7 +1241,7 @@ impl Card {
 
     fn get_metadata(&mut self, req: &Req<'_>) -> Res {
         if req.p1 != 0 {
-            return Err(StatusWord::IncorrectP1P2);
+            return Err(Refusal::BadP1P2);
         }
         let mut out = Vec::new();
         match KeyRef::from(req.p2) {
@@ -1239,12 +1267,8 @@ impl Card {
                 tlv::write(&mut out, 0x05, &[u8::from(key.is_default())]);
             }
             _ => {
-                let slot = Slot::new(req.p2).ok_or(StatusWord::ReferenceNotFound)?;
-                let ks = self
-                    .state
-                    .keys
-                    .get(&slot)
-                    .ok_or(StatusWord::ReferenceNotFound)?;
+                let slot = Slot::new(req.p2).ok_or(Refusal::NoReference)?;
+                let ks = self.state.keys.get(&slot).ok_or(Refusal::NoReference)?;
                 let (pin, touch) = resolved_policies(slot, ks);
                 tlv::write(&mut out, 0x01, &[ks.key.algorithm().into()]);
                 tlv::write(&mut out, 0x02, &[pin.into(), touch.into()]);
@@ -1257,26 +1281,22 @@ impl Card {
 
     fn attest(&mut self, req: &Req<'_>) -> Res {
         if req.p2 != 0 {
-            return Err(StatusWord::IncorrectP1P2);
+            return Err(Refusal::BadP1P2);
         }
-        let slot = Slot::new_piv(req.p1).ok_or(StatusWord::IncorrectP1P2)?;
-        let ks = self
-            .state
-            .keys
-            .get(&slot)
-            .ok_or(StatusWord::ReferenceNotFound)?;
+        let slot = Slot::new_piv(req.p1).ok_or(Refusal::BadSlot)?;
+        let ks = self.state.keys.get(&slot).ok_or(Refusal::EmptySlot)?;
         if ks.origin != KeyOrigin::Generated {
-            return Err(StatusWord::IncorrectData);
+            return Err(Refusal::NotGenerated);
         }
         let f9 = self
             .state
             .keys
             .get(&Slot::ATTESTATION)
-            .ok_or(StatusWord::ReferenceNotFound)?;
+            .ok_or(Refusal::NoReference)?;
         let f9_cert = self
             .state
             .certificate(Slot::ATTESTATION)
-            .ok_or(StatusWord::ReferenceNotFound)?;
+            .ok_or(Refusal::NoReference)?;
         let (pin, touch) = resolved_policies(slot, ks);
         let id = &self.state.identity;
         let spki = ks.key.public_key_spki_der();
@@ -1290,7 +1310,7 @@ impl Card {
         };
         let cert = x509::attestation(&f9.key, &f9_cert, &what).map_err(|e| {
             tracing::error!("attestation failed: {e}");
-            StatusWord::NoPreciseDiagnosis
+            Refusal::Internal
         })?;
         Ok(Response::ok(cert))
     }
@@ -1298,7 +1318,7 @@ impl Card {
     fn yubikey_reset(&mut self, req: &Req<'_>) -> Res {
         expect_p1p2(req, 0, 0)?;
         if !(self.state.pin.is_blocked() && self.state.puk.is_blocked()) {
-            return Err(StatusWord::ConditionsNotSatisfied);
+            return Err(Refusal::NotBlocked);
         }
         let alg = self.state.mgmt.algorithm();
         let alg = if self.state.identity.firmware >= [5, 7, 0] {
@@ -1313,7 +1333,7 @@ impl Card {
         };
         self.persist_or_undo(|s| s.reset_to_factory(alg), CardState::undo_reset)?;
         self.session = Session {
-            selected: true,
+            selected: Some(Applet::Piv),
             ..Session::default()
         };
         Ok(Response::ok(Vec::new()))
@@ -1322,7 +1342,7 @@ impl Card {
     fn set_pin_retries(&mut self, req: &Req<'_>) -> Res {
         let (pin_tries, puk_tries) = (req.p1, req.p2);
         if pin_tries == 0 || puk_tries == 0 || pin_tries > 15 || puk_tries > 15 {
-            return Err(StatusWord::IncorrectP1P2);
+            return Err(Refusal::BadP1P2);
         }
         self.authorize(req.ins)?;
         self.persist_or_undo(
@@ -1378,23 +1398,23 @@ fn resolved_policies(slot: Slot, ks: &KeySlot) -> (PinPolicy, TouchPolicy) {
 
 /// CLA rules of SP 800-73-4 part 2, 3.2: only the basic channel without
 /// secure messaging, optionally with the chaining bit.
-fn check_cla(cla: u8) -> Result<(), StatusWord> {
+fn check_cla(cla: u8) -> Result<(), Refusal> {
     if cla & 0xE0 != 0 {
-        Err(StatusWord::ClaNotSupported)
+        Err(Refusal::BadCla)
     } else if cla & 0x0C != 0 {
-        Err(StatusWord::SecureMessagingNotSupported)
+        Err(Refusal::SecureMessaging)
     } else if cla & 0x03 != 0 {
-        Err(StatusWord::LogicalChannelNotSupported)
+        Err(Refusal::LogicalChannel)
     } else {
         Ok(())
     }
 }
 
-fn expect_p1p2(req: &Req<'_>, p1: u8, p2: u8) -> Result<(), StatusWord> {
+fn expect_p1p2(req: &Req<'_>, p1: u8, p2: u8) -> Result<(), Refusal> {
     if req.p1 == p1 && req.p2 == p2 {
         Ok(())
     } else {
-        Err(StatusWord::IncorrectP1P2)
+        Err(Refusal::BadP1P2)
     }
 }
 

@@ -397,9 +397,13 @@ impl ObjectId {
         crate::access::object_read_rule(self) == crate::access::ReadRule::Pin
     }
 
-    /// Whether the card accepts this object in GET/PUT DATA at all.
+    /// Whether the card accepts this object in GET/PUT DATA at all: the
+    /// PIV objects (5FC1xx), Yubico's and the user's (any 5Fxxxx: "Yubico
+    /// writable PIV objects are available in the range 5f0000 - 5fffff",
+    /// ykman `piv objects import` help; Yubico.NET.SDK piv-objects.md
+    /// tables 1A-1C), Discovery (7E) and the BIT group template (7F61).
     pub fn is_known(self) -> bool {
-        matches!(self.0, 0x5FC101..=0x5FC123 | 0x5FFF00..=0x5FFF15 | 0x7E | 0x7F61)
+        matches!(self.0, 0x5F0000..=0x5FFFFF | 0x7E | 0x7F61)
     }
 
     /// Bytes on the wire (1 to 3, big-endian, no leading zeros).
@@ -537,6 +541,26 @@ pub const PIV_AID: [u8; 11] = [
 
 /// The length of the NIST RID: the shortest AID prefix a SELECT may use.
 pub const PIV_RID_LEN: usize = 5;
+
+/// The YubiKey Management application (Yubico RID A0 00 00 05 27, PIX 47
+/// 11 17; yubikit `AID.MANAGEMENT`), where tools read the serial, firmware
+/// and enabled applications. SELECT matches the whole AID only.
+pub const MANAGEMENT_AID: [u8; 8] = [0xA0, 0x00, 0x00, 0x05, 0x27, 0x47, 0x11, 0x17];
+
+wire_enum! {
+    /// Instructions of the YubiKey Management application (yubikit
+    /// `management.py`: `INS_READ_CONFIG` etc.).
+    pub enum MgmtIns: u8 {
+        /// Set the USB mode (YubiKey 4 style); not supported here.
+        SetMode = 0x16,
+        /// Write the device configuration; not supported here.
+        WriteConfig = 0x1C,
+        /// Read the device information ("GET DEVICE INFO"), P1 = page.
+        ReadConfig = 0x1D,
+        /// Factory reset of every application (YubiKey Bio only).
+        DeviceReset = 0x1F,
+    }
+}
 
 #[cfg(test)]
 mod tests {

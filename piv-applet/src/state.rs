@@ -23,11 +23,25 @@ pub const DEFAULT_TRIES: u8 = 3;
 /// PIN/PUK reference data is always 8 bytes on the wire, padded with FF.
 pub const PIN_BLOCK_LEN: usize = 8;
 
-/// ATR of a YubiKey 5 NFC over its CCID interface. Tools such as OpenSC key
-/// card quirks off the ATR, so the default is the reference card's.
-pub const YUBIKEY5_ATR: [u8; 23] = [
+/// ATR of a YubiKey 5 NFC on its USB (CCID) interface. Cards made before
+/// the Management application was added presented this one; a card file
+/// that holds it gets [`YUBIKEY5_NFC_ATR`] when loaded (see `store.rs`).
+pub const YUBIKEY5_USB_ATR: [u8; 23] = [
     0x3B, 0xFD, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15, 0x80, 0x73, 0xC0, 0x21, 0xC0, 0x57, 0x59,
     0x75, 0x62, 0x69, 0x4B, 0x65, 0x79, 0x40,
+];
+
+/// ATR of a YubiKey 5 NFC held to an NFC reader (Yubico .NET SDK,
+/// `Yubico.YubiKit.Core.ProductAtrs.YubiKey5Nfc`): the same historical
+/// bytes as on USB ("YubiKey", which OpenSC keys its YubiKey quirks off),
+/// behind a contactless header. The card's default, because vpcd readers
+/// are not named "Yubico YubiKey": yubikit takes a USB ATR (TA1 present,
+/// `atr[1] & 0xF0 == 0xF0`) in such a reader for a USB key whose product
+/// id it cannot know and gives up, while an NFC ATR needs no product id
+/// (ykman `pcsc/__init__.py`, yubikit `support.read_info`).
+pub const YUBIKEY5_NFC_ATR: [u8; 18] = [
+    0x3B, 0x8D, 0x80, 0x01, 0x80, 0x73, 0xC0, 0x21, 0xC0, 0x57, 0x59, 0x75, 0x62, 0x69, 0x4B, 0x65,
+    0x79, 0xF9,
 ];
 
 /// Largest value (the contents of tag 53) of one data object: a YubiKey's
@@ -126,6 +140,31 @@ pub struct KeySlot {
     pub pin_policy: PinPolicy,
     pub touch_policy: TouchPolicy,
     pub origin: KeyOrigin,
+}
+
+impl KeySlot {
+    /// A key made (generated, imported or loaded) for `slot`, with its
+    /// policies fixed: "default" becomes the slot's default now, and the
+    /// key keeps that policy wherever MOVE KEY takes it. A YubiKey 5.7
+    /// does the same: after a move from 9A to 9C, GET METADATA still says
+    /// "once" (yubikey-manager's tests/device/test_piv.py, `test_move_key`).
+    pub fn new(
+        slot: Slot,
+        key: KeyMaterial,
+        pin_policy: PinPolicy,
+        touch_policy: TouchPolicy,
+        origin: KeyOrigin,
+    ) -> KeySlot {
+        KeySlot {
+            key,
+            pin_policy: crate::access::resolve_pin_policy(slot, pin_policy),
+            touch_policy: match touch_policy {
+                TouchPolicy::Default => TouchPolicy::Never,
+                t => t,
+            },
+            origin,
+        }
+    }
 }
 
 impl core::fmt::Debug for KeySlot {
@@ -394,7 +433,8 @@ mod tests {
     #[test]
     fn atr_checksum_is_valid() {
         // TCK: XOR of T0 .. TCK is zero.
-        assert_eq!(YUBIKEY5_ATR[1..].iter().fold(0u8, |a, b| a ^ b), 0);
+        assert_eq!(YUBIKEY5_USB_ATR[1..].iter().fold(0u8, |a, b| a ^ b), 0);
+        assert_eq!(YUBIKEY5_NFC_ATR[1..].iter().fold(0u8, |a, b| a ^ b), 0);
     }
 
     #[test]

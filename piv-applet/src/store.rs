@@ -601,9 +601,15 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<CardState, StoreError> {
         .ok()
         .filter(|v: &Vec<u8>| v.len() == 3)
         .ok_or_else(|| bad("identity.firmware", "must look like 5.7.1"))?;
-    let atr = fixed("identity.atr", &id.atr, 0)?;
+    let mut atr = fixed("identity.atr", &id.atr, 0)?;
     if atr.len() < 2 || atr.len() > 33 {
         return Err(bad("identity.atr", "an ATR has 2 to 33 bytes"));
+    }
+    // The USB ATR was the default before the card had a Management
+    // application, never a choice of the user (no tool sets the ATR): such
+    // a card gets today's default, which ykman needs (see state.rs).
+    if atr == crate::state::YUBIKEY5_USB_ATR {
+        atr = crate::state::YUBIKEY5_NFC_ATR.to_vec();
     }
     if id.expiry.len() != 8 || !id.expiry.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad("identity.expiry", "must be YYYYMMDD"));
@@ -690,12 +696,15 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<CardState, StoreError> {
         };
         keys.insert(
             slot,
-            KeySlot {
+            // Files written before policies were fixed at key creation may
+            // say "default": it is fixed here, for the slot the key is in.
+            KeySlot::new(
+                slot,
                 key,
-                pin_policy: policy(&format!("{field}.pin_policy"), &k.pin_policy)?,
-                touch_policy: touch(&format!("{field}.touch_policy"), &k.touch_policy)?,
+                policy(&format!("{field}.pin_policy"), &k.pin_policy)?,
+                touch(&format!("{field}.touch_policy"), &k.touch_policy)?,
                 origin,
-            },
+            ),
         );
     }
     let mut objects = BTreeMap::new();

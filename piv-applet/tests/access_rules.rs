@@ -284,7 +284,7 @@ fn objects_fit_a_yubikey_or_are_refused() {
     );
     assert_eq!(
         host.put_data(&id, &vec![7; MAX_OBJECT_SIZE + 1]),
-        StatusWord::NotEnoughMemory
+        StatusWord::WrongLength
     );
     // The refused write left the object as it was.
     assert_eq!(host.verify_pin(b"123456"), StatusWord::Success);

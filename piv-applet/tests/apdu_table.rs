@@ -68,6 +68,17 @@ select full AID Le       | 00A404000BA000000308000010000100 00     | ^61 9000
 select other AID         | 00A4040007A0000001510000                | 6A82
 deselected: GET VERSION  | 00FD0000                                | 6D00
 select GIDS              | 00A4040009A00000039742544659            | 6A82
+# The YubiKey Management application (ykman reads the device here), and
+# the applications a YubiKey has but this card keeps switched off.
+select management        | 00A4040008A000000527471117              | =5669727475616C206D6772202D204657207665727369 6F6E20352E372E31 9000
+management: GET VERSION  | 00FD0000                                | 6D00
+device info bad P2       | 001D000100                              | 6A86
+device info page 1       | 001D010000                              | ^17 9000
+device info page 0       | 001D000000                              | ^3B0102033F 9000
+select OTP               | 00A4040007A0000005272001                | 6A82
+select OATH              | 00A4040007A0000005272101                | 6A82
+select OpenPGP           | 00A4040006D27600012401                  | 6A82
+select FIDO              | 00A4040008A0000006472F0001              | 6A82
 select PIV again         | 00A4040005A000000308                    | ^61 9000
 select bad P1            | 00A4000002 3F00                         | 6A86
 select too short AID     | 00A4040004A0000003                      | 6A82
@@ -100,7 +111,7 @@ pivman absent            | 00CB3FFF055C035FFF0000                  | 6A82
 key history absent       | 00CB3FFF055C035FC10C00                  | 6A82
 printed info needs PIN   | 00CB3FFF055C035FC10900                  | 6982
 facial image needs PIN   | 00CB3FFF055C035FC10800                  | 6982
-partial tag              | 00CB3FFF045C025FC100                    | 6A82
+partial tag              | 00CB3FFF045C025FC100                    | 6A80
 unknown tag              | 00CB3FFF055C035FC1FF00                  | 6A82
 not 5C                   | 00CB3FFF055D035FC10200                  | 6A80
 garbage TLV              | 00CB3FFF025C0500                        | 6A80
@@ -122,10 +133,10 @@ global pin absent        | 0020000008313233343536FFFF              | 6A88
 bad P1                   | 0020018008313233343536FFFF              | 6A86
 # CHANGE REFERENCE DATA
 change wrong old         | 0024008010313131313131FFFF363534333231FFFF | 63C2
-change new too short     | 0024008010313233343536FFFF3635343332FFFFFF | 6A80
+change new too short     | 0024008010313233343536FFFF3635343332FFFFFF | 6985
 change short data        | 002400800F313233343536FFFF363534333231FF   | 6A80
 change bad P2            | 0024008210313233343536FFFF363534333231FFFF | 6A88
-change bad P1            | 0024018010313233343536FFFF363534333231FFFF | 6A86
+change bad P1            | 0024018010313233343536FFFF363534333231FFFF | 6A88
 change pin               | 0024008010313233343536FFFF363534333231FFFF | 9000
 old pin fails            | 0020008008313233343536FFFF              | 63C2
 new pin works            | 0020008008363534333231FFFF              | 9000
@@ -140,7 +151,7 @@ blocked                  | 0020008008313233343536FFFF              | 6983
 blocked status           | 00200080                                | 6983
 change when blocked      | 0024008010313233343536FFFF363534333231FFFF | 6983
 unblock wrong puk        | 002C0080103030303030303030 313233343536FFFF | 63C2
-unblock bad new pin      | 002C0080103132333435363738 FFFFFFFFFFFFFFFF | 6A80
+unblock bad new pin      | 002C0080103132333435363738 FFFFFFFFFFFFFFFF | 6985
 unblock bad P2           | 002C0081103132333435363738 313233343536FFFF | 6A88
 unblock                  | 002C0080103132333435363738 313233343536FFFF | 9000
 pin works again          | 0020008008313233343536FFFF              | 9000
@@ -160,11 +171,11 @@ move unauthorised        | 00F6829A                                | 6982
 set retries unauthorised | 00FA0505                                | 6982
 set retries zero         | 00FA0005                                | 6A86
 reset while unblocked    | 00FB0000                                | 6985
-attest empty slot        | 00F99A0000                              | 6A88
+attest empty slot        | 00F99A0000                              | 6A80
 attest bad P2            | 00F99A0100                              | 6A86
-attest attestation slot  | 00F9F90000                              | 6A86
+attest attestation slot  | 00F9F90000                              | 6B00
 # Management key authentication errors
-mgmt wrong algorithm     | 0087039B047C028000                      | 6A86
+mgmt wrong algorithm     | 0087039B047C028000                      | 6A80
 external challenge       | 00870A9B047C028100                      | ^7C128110 9000
 external wrong answer    | 00870A9B147C12821000000000000000000000000000000000 | 6982
 mutual step 2 alone      | 00870A9B267C24801000000000000000000000000000000000811000000000000000000000000000000000 | 6985
@@ -195,28 +206,30 @@ put pivman               | 00DB3FFF0C5C035FFF00530580038101 00     | 9000
 get pivman               | 00CB3FFF055C035FFF0000                  | =530580038101 00 9000
 put discovery bare       | 00DB3FFF147E124F0BA0000003080000100001005F2F024010 | 9000
 get discovery            | 00CB3FFF035C017E00                      | =7E124F0BA0000003080000100001005F2F024010 9000
-put unknown object       | 00DB3FFF075C035FC1FF5300                | 6A80
+put unknown object       | 00DB3FFF075C035EC1FF5300                | 6A80
+put yubikey-range object | 00DB3FFF095C035F0001530201 02           | 9000
+get yubikey-range object | 00CB3FFF055C035F000100                  | =53020102 9000
 put without 53           | 00DB3FFF055C035FC109                    | 6A80
 put garbage              | 00DB3FFF035C055F                        | 6A80
 put bad P1P2             | 00DB3FFE095C035FC1095302AABB            | 6A86
 # key generation errors
 generate bad alg         | 0047009A05AC03800199                    | 6A80
 generate no template     | 0047009A05AD03800107                    | 6A80
-generate mgmt slot       | 0047009B05AC03800111                    | 6A86
-generate attestation     | 004700F905AC03800111                    | 6A86
+generate mgmt slot       | 0047009B05AC03800111                    | 6B00
+generate attestation     | 004700F905AC03800111                    | 6B00
 generate bad P1          | 0047019A05AC03800111                    | 6A86
 generate bad policy      | 0047009A08AC06800111AA0109              | 6A80
 generate P-256           | 0047009A05AC03800111                    | ^7F4943864104 9000
 metadata generated       | 00F7009A00                              | ^01011102020201 030101 04438641 9000
-sign alg mismatch        | 0087079A0A7C08820081040102030400        | 6A86
+sign alg mismatch        | 0087079A0A7C08820081040102030400        | 6A80
 attest generated         | 00F99A00000000                          | ^3082 9000
 import bad data          | 00FE119A03060102                        | 6A80
-import bad alg           | 00FE039A2206203333333333333333333333333333333333333333333333333333333333333333 | 6A86
+import bad alg           | 00FE039A2206203333333333333333333333333333333333333333333333333333333333333333 | 6A80
 import P-256 scalar      | 00FE119D2206203333333333333333333333333333333333333333333333333333333333333333 | 9000
 metadata imported        | 00F7009D00                              | ^01011102020201 030102 9000
 attest imported          | 00F99D0000                              | 6A80
 move empty slot          | 00F6829E                                | 6A88
-move to F9               | 00F6F99A                                | 6A86
+move to F9               | 00F6F99A                                | 6B00
 move 9D to 82            | 00F6829D                                | 9000
 9D now empty             | 00F7009D00                              | 6A88
 82 holds the key         | 00F7008200                              | ^010111 9000
@@ -437,7 +450,7 @@ fn object_size_limit() {
     let big = vec![1u8; piv_applet::card::MAX_OBJECT_SIZE + 1];
     assert_eq!(
         host.put_data(&[0x5F, 0xC1, 0x08], &big),
-        StatusWord::NotEnoughMemory
+        StatusWord::WrongLength
     );
 }
 

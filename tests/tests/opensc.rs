@@ -26,7 +26,7 @@ fn opensc_tool_names_a_piv_card() {
     let atr = run_ok("opensc-tool", &["-r", READER0, "-a"]);
     assert!(
         atr.to_uppercase()
-            .contains("3B:FD:13:00:00:81:31:FE:15:80:73:C0:21:C0:57:59:75:62:69:4B:65:79:40"),
+            .contains("3B:8D:80:01:80:73:C0:21:C0:57:59:75:62:69:4B:65:79:F9"),
         "{atr}"
     );
 }

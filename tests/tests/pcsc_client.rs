@@ -35,7 +35,7 @@ fn pcsc_crate_thousand_apdus() {
         let s = card.status2(&mut names, &mut atr).expect("status");
         (s.protocol2(), s.status(), s.atr().to_vec())
     };
-    assert_eq!(atr, piv_applet::state::YUBIKEY5_ATR.to_vec());
+    assert_eq!(atr, piv_applet::state::YUBIKEY5_NFC_ATR.to_vec());
     assert_eq!(
         &transmit(&card, &SELECT)[..][transmit(&card, &SELECT).len() - 2..],
         &[0x90, 0x00]
@@ -282,7 +282,7 @@ fn listen_mode_serves_a_reader_and_refuses_remote_addresses() {
     reader.control(vpcd::Control::PowerOn).unwrap();
     assert_eq!(
         reader.atr().unwrap(),
-        piv_applet::state::YUBIKEY5_ATR.to_vec()
+        piv_applet::state::YUBIKEY5_NFC_ATR.to_vec()
     );
     let r = reader.transmit(&SELECT).unwrap();
     assert_eq!(&r[r.len() - 2..], &[0x90, 0x00]);

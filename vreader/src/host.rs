@@ -455,7 +455,10 @@ mod tests {
         let mut r = vpcd::ReaderConnection::connect(addr).unwrap();
         r.set_timeout(Some(Duration::from_secs(30))).unwrap();
         r.control(Control::PowerOn).unwrap();
-        assert_eq!(r.atr().unwrap(), piv_applet::state::YUBIKEY5_ATR.to_vec());
+        assert_eq!(
+            r.atr().unwrap(),
+            piv_applet::state::YUBIKEY5_NFC_ATR.to_vec()
+        );
         r.transmit(&GET_SERIAL).unwrap().to_vec()
     }
 

@@ -80,7 +80,7 @@ fn floor_card() {
         while let Some(p) = decoder.next_frame() {
             let reply: &[u8] = match vpcd::Request::parse(&p) {
                 Some(vpcd::Request::Control(vpcd::Control::GetAtr)) => {
-                    &piv_applet::state::YUBIKEY5_ATR
+                    &piv_applet::state::YUBIKEY5_NFC_ATR
                 }
                 Some(vpcd::Request::Control(_)) => continue,
                 Some(vpcd::Request::Apdu(_)) => &[0x90, 0x00],

@@ -188,6 +188,7 @@ fn cli(mgmt: Mgmt) {
     // info: the Management application's serial and version are the
     // card's, and PIV is there.
     let info = ykman_ok(&v, &["info"]);
+    println!("ykman info:\n{info}");
     assert!(
         has_line(&info, &format!("Serial number: {serial}")),
         "serial {serial}:\n{info}"
@@ -200,6 +201,7 @@ fn cli(mgmt: Mgmt) {
     );
 
     let piv = ykman_ok(&v, &["piv", "info"]);
+    println!("ykman piv info:\n{piv}");
     for want in [
         "PIV version: 5.7.1",
         "PIN tries remaining: 3/3",
@@ -400,6 +402,7 @@ fn cli(mgmt: Mgmt) {
     );
     assert!(out.contains("New management key set."), "{out}");
     let piv = ykman_ok(&v, &["piv", "info"]);
+    println!("ykman piv info after --protect:\n{piv}");
     assert!(
         has_line(
             &piv,
@@ -447,14 +450,18 @@ fn cli(mgmt: Mgmt) {
     );
 
     // reset: PIN, PUK and management key are the defaults again, the keys
-    // and certificates are gone.
+    // and certificates are gone. The default management key is AES-192
+    // after a reset whatever the card was made with, as on a YubiKey 5.7
+    // (Yubico's test_management_key_metadata checks this too).
     let out = ykman_ok(&v, &["piv", "reset", "-f"]);
     assert!(out.contains("Reset complete"), "{out}");
     let piv = ykman_ok(&v, &["piv", "info"]);
+    println!("ykman piv info after reset:\n{piv}");
     for want in [
         "WARNING: Using default PIN!",
         "WARNING: Using default PUK!",
         "WARNING: Using default Management key!",
+        "Management key algorithm: AES192",
         "PIN tries remaining: 3/3",
     ] {
         assert!(has_line(&piv, want), "no {want:?} after reset:\n{piv}");

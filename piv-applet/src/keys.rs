@@ -17,6 +17,7 @@ use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use rsa::{BigUint, RsaPrivateKey};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::ec_key::P256Key;
 use crate::enums::AlgorithmId;
 use crate::rsa_key::RsaKey;
 use crate::tlv;
@@ -80,7 +81,7 @@ const RSA_EXPONENT: u32 = 65537;
 /// Debug shows only the algorithm.
 pub enum KeyMaterial {
     Rsa(Box<RsaKey>),
-    P256(p256::SecretKey),
+    P256(P256Key),
     P384(p384::SecretKey),
     Ed25519(Box<ed25519_dalek::SigningKey>),
     X25519(Box<x25519_dalek::StaticSecret>),
@@ -99,6 +100,12 @@ impl Clone for KeyMaterial {
             KeyMaterial::Ed25519(k) => KeyMaterial::Ed25519(k.clone()),
             KeyMaterial::X25519(k) => KeyMaterial::X25519(k.clone()),
         }
+    }
+}
+
+impl From<p256::SecretKey> for KeyMaterial {
+    fn from(k: p256::SecretKey) -> Self {
+        KeyMaterial::P256(P256Key::new(k))
     }
 }
 
@@ -175,7 +182,7 @@ impl KeyMaterial {
                     .map_err(|_| KeyError::InvalidKey("RSA generation failed"))?;
                 KeyMaterial::Rsa(Box::new(RsaKey::new(key)))
             }
-            AlgorithmId::EccP256 => KeyMaterial::P256(p256::SecretKey::random(&mut OsRng)),
+            AlgorithmId::EccP256 => KeyMaterial::from(p256::SecretKey::random(&mut OsRng)),
             AlgorithmId::EccP384 => KeyMaterial::P384(p384::SecretKey::random(&mut OsRng)),
             AlgorithmId::Ed25519 => {
                 KeyMaterial::Ed25519(Box::new(ed25519_dalek::SigningKey::generate(&mut OsRng)))
@@ -222,7 +229,7 @@ impl KeyMaterial {
                 Self::import_rsa(bits, &get).map(|k| KeyMaterial::Rsa(Box::new(RsaKey::new(k))))
             }
             AlgorithmId::EccP256 => p256::SecretKey::from_slice(exact(0x06, 32)?)
-                .map(KeyMaterial::P256)
+                .map(KeyMaterial::from)
                 .map_err(|_| KeyError::InvalidKey("scalar out of range")),
             AlgorithmId::EccP384 => p384::SecretKey::from_slice(exact(0x06, 48)?)
                 .map(KeyMaterial::P384)
@@ -410,13 +417,11 @@ impl KeyMaterial {
             // The scalar signs directly (RFC 6979 nonces, as `SigningKey`
             // does): building a `SigningKey` would also compute the public
             // key, which doubled the time of every signature.
+            // libcrypto on Unix, RFC 6979 on RustCrypto (ec_key.rs).
             KeyMaterial::P256(k) => {
-                let d = Zeroizing::new(k.to_nonzero_scalar());
-                let z = p256::FieldBytes::clone_from_slice(&fit_hash(input, 32));
-                let (sig, _) = d
-                    .try_sign_prehashed_rfc6979::<sha2::Sha256>(&z, &[])
-                    .map_err(|_| KeyError::InvalidInput("ECDSA signing failed"))?;
-                Ok(Zeroizing::new(sig.to_der().as_bytes().to_vec()))
+                let z: [u8; 32] = fit_hash(input, 32).try_into().expect("fitted to 32");
+                k.sign_prehashed(&z)
+                    .map_err(|_| KeyError::InvalidInput("ECDSA signing failed"))
             }
             KeyMaterial::P384(k) => {
                 let d = Zeroizing::new(k.to_nonzero_scalar());
@@ -446,12 +451,8 @@ impl KeyMaterial {
                         "peer key must be an uncompressed P-256 point",
                     ));
                 }
-                let pk = p256::PublicKey::from_sec1_bytes(peer)
-                    .map_err(|_| KeyError::InvalidInput("peer point not on the curve"))?;
-                let mut scalar = k.to_nonzero_scalar();
-                let shared = p256::ecdh::diffie_hellman(&scalar, pk.as_affine());
-                scalar.zeroize();
-                Ok(Zeroizing::new(shared.raw_secret_bytes().to_vec()))
+                k.ecdh(peer)
+                    .map_err(|_| KeyError::InvalidInput("peer point not on the curve"))
             }
             KeyMaterial::P384(k) => {
                 if !uncompressed(97) {
@@ -540,7 +541,7 @@ impl KeyMaterial {
                 .map_err(|_| KeyError::InvalidKey("EC key without a named curve"))?;
             if curve == OID_P256 {
                 p256::SecretKey::from_pkcs8_der(der_bytes)
-                    .map(KeyMaterial::P256)
+                    .map(KeyMaterial::from)
                     .map_err(|_| KeyError::InvalidKey("bad P-256 key"))
             } else if curve == OID_P384 {
                 p384::SecretKey::from_pkcs8_der(der_bytes)
@@ -1035,13 +1036,24 @@ mod tests {
             let (KeyMaterial::P256(a), KeyMaterial::P384(b)) = (&p256, &p384) else {
                 unreachable!()
             };
-            let want: p256::ecdsa::Signature = p256::ecdsa::SigningKey::from(a)
+            // P-256 signs in libcrypto on Unix (random-hedged nonces): the
+            // RustCrypto engine's bytes are compared, the card's answer is
+            // verified.
+            let want: p256::ecdsa::Signature = p256::ecdsa::SigningKey::from(&**a)
                 .sign_prehash(&fit_hash(&hash, 32))
                 .unwrap();
+            let z: [u8; 32] = fit_hash(&hash, 32).try_into().unwrap();
             assert_eq!(
-                *p256.sign_or_decrypt(&hash).unwrap(),
+                *a.sign_prehashed_rustcrypto(&z).unwrap(),
                 want.to_der().as_bytes()
             );
+            {
+                use signature::hazmat::PrehashVerifier;
+                let vk = p256::ecdsa::VerifyingKey::from(a.public_key());
+                let got = p256::ecdsa::Signature::from_der(&p256.sign_or_decrypt(&hash).unwrap())
+                    .unwrap();
+                vk.verify_prehash(&z, &got).unwrap();
+            }
             let want: p384::ecdsa::Signature = p384::ecdsa::SigningKey::from(b)
                 .sign_prehash(&fit_hash(&hash, 48))
                 .unwrap();

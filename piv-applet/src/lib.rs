@@ -10,6 +10,7 @@ pub mod apdu;
 pub mod card;
 pub mod codec;
 pub mod device;
+pub mod ec_key;
 pub mod enums;
 pub mod keys;
 pub mod mgmt;

@@ -86,7 +86,7 @@ fn pkcs1_to_key(der: &[u8]) -> anyhow::Result<KeyMaterial> {
 
 fn sec1_to_key(der: &[u8]) -> anyhow::Result<KeyMaterial> {
     if let Ok(k) = p256::SecretKey::from_sec1_der(der) {
-        return Ok(KeyMaterial::P256(k));
+        return Ok(KeyMaterial::from(k));
     }
     if let Ok(k) = p384::SecretKey::from_sec1_der(der) {
         return Ok(KeyMaterial::P384(k));

@@ -221,7 +221,7 @@ fn identity(subject: &str) -> Result<(Zeroizing<Vec<u8>>, Vec<u8>), String> {
         days: 100 * 365,
         extensions: vec![],
     };
-    let cert = piv_applet::x509::self_signed(&piv_applet::keys::KeyMaterial::P256(key), &req)
+    let cert = piv_applet::x509::self_signed(&piv_applet::keys::KeyMaterial::from(key), &req)
         .map_err(|e| e.to_string())?;
     Ok((pkcs8, cert))
 }

@@ -530,11 +530,16 @@ mod tests {
         ext.extn_value.as_bytes().to_vec()
     }
 
+    /// `Time::to_system_time` without x509-cert's `std` feature (which
+    /// would put its unused tls_codec dependency in Cargo.lock).
+    fn system_time(t: Time) -> SystemTime {
+        SystemTime::UNIX_EPOCH + t.to_unix_duration()
+    }
+
     fn duration(cert: &Certificate) -> Duration {
         let v = &cert.tbs_certificate.validity;
-        v.not_after
-            .to_system_time()
-            .duration_since(v.not_before.to_system_time())
+        system_time(v.not_after)
+            .duration_since(system_time(v.not_before))
             .unwrap()
     }
 
@@ -543,12 +548,13 @@ mod tests {
         let dir = Dir::new();
         let key = KeyMaterial::generate(AlgorithmId::EccP256).unwrap();
         let der = self_signed(&key, &req("CN=Skew")).unwrap();
-        let not_before = Certificate::from_der(&der)
-            .unwrap()
-            .tbs_certificate
-            .validity
-            .not_before
-            .to_system_time();
+        let not_before = system_time(
+            Certificate::from_der(&der)
+                .unwrap()
+                .tbs_certificate
+                .validity
+                .not_before,
+        );
         // Already CLOCK_SKEW_ALLOWANCE old when made.
         assert!(not_before + CLOCK_SKEW_ALLOWANCE <= SystemTime::now());
         let path = dir.write("skew.pem", pem("CERTIFICATE", &der));
@@ -625,7 +631,7 @@ mod tests {
             &key.public_key_spki_der(),
         );
         let v = &cert.tbs_certificate.validity;
-        assert_eq!(v.not_before.to_system_time(), not_before);
+        assert_eq!(system_time(v.not_before), not_before);
         assert!(matches!(v.not_before, Time::UtcTime(_)));
         assert!(
             matches!(v.not_after, Time::GeneralTime(_)),

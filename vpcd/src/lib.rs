@@ -145,7 +145,7 @@ pub fn tune(stream: &TcpStream) -> io::Result<()> {
 pub fn quickack<S: std::os::fd::AsFd>(stream: &S) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        let _ = socket2::SockRef::from(stream).set_quickack(true);
+        let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     let _ = stream;

@@ -56,6 +56,13 @@ fn signing(c: &mut Criterion) {
             |b, input| b.iter(|| key.sign_or_decrypt(input).unwrap()),
         );
         // The portable engine beside the default one, for BENCHMARKS.md.
+        if let KeyMaterial::P256(k) = &key {
+            println!("P-256 engine in use: {}", k.engine_name());
+            let z = [0x5A; 32];
+            g.bench_function(BenchmarkId::new("raw RustCrypto engine", "EccP256"), |b| {
+                b.iter(|| k.sign_prehashed_rustcrypto(&z).unwrap())
+            });
+        }
         if let KeyMaterial::Rsa(k) = &key {
             println!("RSA engine in use: {}", k.engine_name());
             g.bench_with_input(
@@ -88,6 +95,32 @@ fn signing(c: &mut Criterion) {
     g.finish();
 }
 
+/// ECDH with a fixed peer point, both engines for P-256.
+fn key_agreement(c: &mut Criterion) {
+    use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+    let mut g = c.benchmark_group("ecdh");
+    let peer256 = p256::SecretKey::random(&mut rand_core::OsRng)
+        .public_key()
+        .to_encoded_point(false);
+    let peer384 = p384::SecretKey::random(&mut rand_core::OsRng)
+        .public_key()
+        .to_encoded_point(false);
+    let k256 = KeyMaterial::generate(AlgorithmId::EccP256).unwrap();
+    let k384 = KeyMaterial::generate(AlgorithmId::EccP384).unwrap();
+    g.bench_function("EccP256", |b| {
+        b.iter(|| k256.ecdh(peer256.as_bytes()).unwrap())
+    });
+    if let KeyMaterial::P256(k) = &k256 {
+        g.bench_function("EccP256 RustCrypto engine", |b| {
+            b.iter(|| k.ecdh_rustcrypto(peer256.as_bytes()).unwrap())
+        });
+    }
+    g.bench_function("EccP384", |b| {
+        b.iter(|| k384.ecdh(peer384.as_bytes()).unwrap())
+    });
+    g.finish();
+}
+
 fn keygen(c: &mut Criterion) {
     let mut g = c.benchmark_group("generate");
     g.sample_size(10).measurement_time(Duration::from_secs(20));
@@ -108,5 +141,5 @@ fn keygen(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, dispatch, signing, keygen);
+criterion_group!(benches, dispatch, signing, key_agreement, keygen);
 criterion_main!(benches);

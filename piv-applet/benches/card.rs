@@ -138,6 +138,12 @@ fn keygen(c: &mut Criterion) {
             b.iter(|| KeyMaterial::generate(alg).unwrap())
         });
     }
+    // The portable generator beside the default one (libcrypto on Unix).
+    for bits in [2048, 3072] {
+        g.bench_function(format!("Rsa{bits} RustCrypto engine"), |b| {
+            b.iter(|| piv_applet::rsa_key::RsaKey::generate_rustcrypto(bits, 65537).unwrap())
+        });
+    }
     g.finish();
 }
 

@@ -173,14 +173,9 @@ impl KeyMaterial {
         Ok(match alg {
             _ if alg.rsa_bits().is_some() => {
                 let bits = alg.rsa_bits().expect("checked");
-                // `new_with_exp` validates the key and precomputes the CRT
-                // values (rsa 0.9 `from_components`).
-                let mut key =
-                    RsaPrivateKey::new_with_exp(&mut OsRng, bits, &BigUint::from(RSA_EXPONENT))
-                        .map_err(|_| KeyError::InvalidKey("RSA generation failed"))?;
-                key.precompute()
+                let key = RsaKey::generate(bits, RSA_EXPONENT)
                     .map_err(|_| KeyError::InvalidKey("RSA generation failed"))?;
-                KeyMaterial::Rsa(Box::new(RsaKey::new(key)))
+                KeyMaterial::Rsa(Box::new(key))
             }
             AlgorithmId::EccP256 => KeyMaterial::from(p256::SecretKey::random(&mut OsRng)),
             AlgorithmId::EccP384 => KeyMaterial::P384(p384::SecretKey::random(&mut OsRng)),

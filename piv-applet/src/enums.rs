@@ -199,32 +199,17 @@ impl AlgorithmId {
 }
 
 wire_enum! {
-    /// Key references (P2 of GENERAL AUTHENTICATE, GENERATE, IMPORT, ...).
+    /// Key references that are not key slots: the PIN, the PUK and the
+    /// management key (P2 of VERIFY, CHANGE REFERENCE DATA, GENERAL
+    /// AUTHENTICATE, GET METADATA). Asymmetric keys are named by [`Slot`],
+    /// which only valid slots can construct; every other value is
+    /// `Unknown` and refused by the command that meets it.
     pub enum KeyRef: u8 {
-        /// Global PIN (VERIFY P2 00).
-        GlobalPin = 0x00,
         /// PIV application PIN.
         Pin = 0x80,
         /// PIN unblocking key.
         Puk = 0x81,
-        Retired1 = 0x82, Retired2 = 0x83, Retired3 = 0x84, Retired4 = 0x85,
-        Retired5 = 0x86, Retired6 = 0x87, Retired7 = 0x88, Retired8 = 0x89,
-        Retired9 = 0x8A, Retired10 = 0x8B, Retired11 = 0x8C, Retired12 = 0x8D,
-        Retired13 = 0x8E, Retired14 = 0x8F, Retired15 = 0x90, Retired16 = 0x91,
-        Retired17 = 0x92, Retired18 = 0x93, Retired19 = 0x94, Retired20 = 0x95,
-        /// On-card biometric comparison (primary finger).
-        Occ1 = 0x96,
-        /// On-card biometric comparison (secondary finger).
-        Occ2 = 0x97,
-        /// Pairing code of the virtual contact interface.
-        PairingCode = 0x98,
-        Authentication = 0x9A,
         ManagementKey = 0x9B,
-        Signature = 0x9C,
-        KeyManagement = 0x9D,
-        CardAuthentication = 0x9E,
-        /// YubiKey attestation key.
-        Attestation = 0xF9,
     }
 }
 

@@ -44,6 +44,9 @@ rig_dir=$(mktemp -d)
 flock -o /tmp/virtual-piv-e2e.lock env VREADER=target/debug/vreader CARD="$rig_dir/card.json" bash docker/rig.sh check
 rm -rf "$rig_dir"
 
+step "Debian package: build, apt install, unit check, installed vreader against pcscd"
+bash scripts/test-deb.sh
+
 if [ -f scripts/test-windows.sh ]; then
   step "Windows shim under Wine"
   bash scripts/test-windows.sh

@@ -45,7 +45,7 @@ flock -o /tmp/virtual-piv-e2e.lock env VREADER=target/debug/vreader CARD="$rig_d
 rm -rf "$rig_dir"
 
 step "Debian package: build, apt install, unit check, installed vreader against pcscd"
-bash scripts/test-deb.sh
+DEB_PROFILE=dev bash scripts/test-deb.sh
 
 if [ -f scripts/test-windows.sh ]; then
   step "Windows shim under Wine"

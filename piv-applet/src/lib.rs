@@ -9,6 +9,7 @@ pub mod access;
 pub mod apdu;
 pub mod card;
 pub mod codec;
+pub mod credentials;
 pub mod device;
 pub mod ec_key;
 pub mod enums;

@@ -175,10 +175,10 @@ enum Command {
             hide_env_values = true
         )]
         password: Option<String>,
-        /// Private key: PEM or DER, PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+        /// Private key: PEM, DER or base64; PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
         #[arg(long)]
         key: Option<PathBuf>,
-        /// Certificate (PEM or DER) for --key.
+        /// Certificate (PEM, DER or base64) for --key.
         #[arg(long, requires = "key")]
         cert: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "default")]
@@ -583,18 +583,25 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                     };
                     credentials::from_pkcs12(&p12, &password)?
                 }
-                (None, Some(k)) => credentials::Credential {
-                    key: credentials::read_private_key(&k)?,
-                    certificate: cert
-                        .as_deref()
-                        .map(credentials::read_certificate)
-                        .transpose()?,
-                },
+                (None, Some(k)) => {
+                    let key = credentials::read_private_key(&k)?;
+                    let certificate = match cert {
+                        Some(c) => {
+                            let der = credentials::read_certificate(&c)?;
+                            credentials::check_match(
+                                &key,
+                                &credentials::Origin::File(k),
+                                &der,
+                                &credentials::Origin::File(c),
+                            )?;
+                            Some(der)
+                        }
+                        None => None,
+                    };
+                    credentials::Credential { key, certificate }
+                }
                 (None, None) => bail!("give --pkcs12 FILE or --key FILE [--cert FILE]"),
             };
-            if let Some(der) = &cred.certificate {
-                credentials::check_match(&cred.key, der)?;
-            }
             let alg = cred.key.algorithm();
             let subject = cred.certificate.as_deref().map(credentials::subject);
             let mut card = pass.open(&file)?;

@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use der::Decode;
+use piv_applet::credentials::{self, CredentialError, Origin};
+use piv_applet::keys::KeyMaterial;
 use piv_applet::{Card, CardOptions, Passphrase, PlainFile, Slot};
 use sha2::Digest;
 
@@ -54,6 +55,9 @@ pub const READER_BASE_NAME: &str = "Virtual PIV Reader";
 pub enum ConfigError {
     #[error("{var}: {detail}")]
     Invalid { var: &'static str, detail: String },
+    /// A key or certificate variable, named in the message.
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
     #[error("{0}")]
     Card(String),
 }
@@ -69,7 +73,10 @@ fn invalid(var: &'static str, detail: impl Into<String>) -> ConfigError {
 #[derive(Clone)]
 pub struct EphemeralCard {
     pub cert_der: Vec<u8>,
-    pub key_pkcs8: zeroize::Zeroizing<Vec<u8>>,
+    /// The variable (and file) the certificate came from, for messages.
+    pub cert_origin: Origin,
+    pub key: KeyMaterial,
+    pub key_origin: Origin,
     pub pin: Option<zeroize::Zeroizing<Vec<u8>>>,
     pub guid: [u8; 16],
     pub slot: u8,
@@ -79,6 +86,7 @@ impl core::fmt::Debug for EphemeralCard {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("EphemeralCard")
             .field("cert_bytes", &self.cert_der.len())
+            .field("key", &self.key)
             .field("guid", &hex::encode(self.guid))
             .field("slot", &format_args!("{:02X}", self.slot))
             .field("pin", &self.pin.as_ref().map(|_| "<set>"))
@@ -155,94 +163,29 @@ pub fn reader_name(i: usize) -> String {
     }
 }
 
+/// A variable's bytes, in a buffer cleared on drop, and where they came from.
+type Input = (zeroize::Zeroizing<Vec<u8>>, Origin);
+
 /// Bytes from a `_FILE_PATH` or `_FILE_DATA` pair (data wins, like sspi-rs).
 fn read_input(
     get: &dyn Fn(&str) -> Option<String>,
     path_var: &'static str,
     data_var: &'static str,
-) -> Result<Option<(Vec<u8>, &'static str)>, ConfigError> {
+) -> Result<Option<Input>, ConfigError> {
     if let Some(d) = get(data_var).filter(|s| !s.trim().is_empty()) {
-        return Ok(Some((d.into_bytes(), data_var)));
+        let bytes = zeroize::Zeroizing::new(d.into_bytes());
+        return Ok(Some((bytes, Origin::Variable(data_var.into()))));
     }
     if let Some(p) = get(path_var).filter(|s| !s.trim().is_empty()) {
-        let bytes =
-            std::fs::read(&p).map_err(|e| invalid(path_var, format!("cannot read {p}: {e}")))?;
-        return Ok(Some((bytes, path_var)));
+        let path = PathBuf::from(p);
+        let origin = Origin::FileFromVariable {
+            var: path_var.into(),
+            path: path.clone(),
+        };
+        let bytes = credentials::read_file(&path, &origin)?;
+        return Ok(Some((bytes, origin)));
     }
     Ok(None)
-}
-
-/// PEM (any label) → (label, DER); base64 text → DER; else the bytes as DER.
-fn unarmor(bytes: &[u8], var: &'static str) -> Result<(Option<String>, Vec<u8>), ConfigError> {
-    let text = std::str::from_utf8(bytes).ok().map(str::trim);
-    if let Some(t) = text {
-        if t.starts_with("-----BEGIN") {
-            let (label, der) = der::pem::decode_vec(t.as_bytes())
-                .map_err(|e| invalid(var, format!("bad PEM: {e}")))?;
-            return Ok((Some(label.to_string()), der));
-        }
-        if !t.is_empty()
-            && t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+/=\r\n ".contains(&b))
-        {
-            let compact: String = t.split_whitespace().collect();
-            let der = <base64ct::Base64 as base64ct::Encoding>::decode_vec(&compact)
-                .map_err(|e| invalid(var, format!("neither PEM, base64 nor DER: {e}")))?;
-            return Ok((None, der));
-        }
-    }
-    Ok((None, bytes.to_vec()))
-}
-
-/// A private key in any of the usual encodings → PKCS#8 DER.
-pub fn private_key_to_pkcs8(
-    bytes: &[u8],
-    var: &'static str,
-) -> Result<zeroize::Zeroizing<Vec<u8>>, ConfigError> {
-    use rsa::pkcs1::DecodeRsaPrivateKey;
-    use rsa::pkcs8::EncodePrivateKey;
-    let (label, der) = unarmor(bytes, var)?;
-    let der = zeroize::Zeroizing::new(der);
-    let pkcs1 = || -> Option<Vec<u8>> {
-        let k = rsa::RsaPrivateKey::from_pkcs1_der(&der).ok()?;
-        Some(k.to_pkcs8_der().ok()?.as_bytes().to_vec())
-    };
-    let sec1 = || -> Option<Vec<u8>> {
-        if let Ok(k) = p256::SecretKey::from_sec1_der(&der) {
-            return Some(k.to_pkcs8_der().ok()?.as_bytes().to_vec());
-        }
-        let k = p384::SecretKey::from_sec1_der(&der).ok()?;
-        Some(k.to_pkcs8_der().ok()?.as_bytes().to_vec())
-    };
-    let is_pkcs8 = pkcs8::PrivateKeyInfo::from_der(&der).is_ok();
-    let out = match label.as_deref() {
-        Some("PRIVATE KEY") if is_pkcs8 => Some(der.to_vec()),
-        Some("RSA PRIVATE KEY") => pkcs1(),
-        Some("EC PRIVATE KEY") => sec1(),
-        Some(other) => return Err(invalid(var, format!("unsupported PEM label {other:?}"))),
-        None if is_pkcs8 => Some(der.to_vec()),
-        None => pkcs1().or_else(sec1),
-    };
-    out.map(zeroize::Zeroizing::new).ok_or_else(|| {
-        invalid(
-            var,
-            "not a PKCS#8, PKCS#1 (RSA) or SEC1 (P-256/P-384) private key",
-        )
-    })
-}
-
-/// A certificate in PEM, base64 or DER → DER.
-pub fn certificate_der(bytes: &[u8], var: &'static str) -> Result<Vec<u8>, ConfigError> {
-    let (label, der) = unarmor(bytes, var)?;
-    if let Some(l) = label.filter(|l| l != "CERTIFICATE") {
-        return Err(invalid(
-            var,
-            format!("PEM label {l:?}, expected CERTIFICATE"),
-        ));
-    }
-    x509_cert::Certificate::from_der(&der)
-        .map_err(|e| invalid(var, format!("not an X.509 certificate: {e}")))?;
-    Ok(der)
 }
 
 impl Config {
@@ -265,9 +208,9 @@ impl Config {
         let cert = read_input(get, vars::CERT_PATH, vars::CERT_DATA)?;
         let key = read_input(get, vars::KEY_PATH, vars::KEY_DATA)?;
         match (cert, key) {
-            (Some((c, cvar)), Some((k, kvar))) => {
-                let cert_der = certificate_der(&c, cvar)?;
-                let key_pkcs8 = private_key_to_pkcs8(&k, kvar)?;
+            (Some((c, cert_origin)), Some((k, key_origin))) => {
+                let cert_der = credentials::certificate(&c, &cert_origin)?;
+                let key = credentials::private_key(&k, &key_origin)?;
                 let pin = match get(vars::PIN) {
                     Some(p) if !(6..=8).contains(&p.len()) => {
                         return Err(invalid(
@@ -296,7 +239,9 @@ impl Config {
                 }
                 sources.push(CardSource::Ephemeral(Box::new(EphemeralCard {
                     cert_der,
-                    key_pkcs8,
+                    cert_origin,
+                    key,
+                    key_origin,
                     pin,
                     guid,
                     slot,
@@ -388,17 +333,11 @@ impl Config {
     }
 }
 
-/// Pads a PIN with 0xFF to the 8 bytes PIV expects.
-fn padded_pin(pin: &[u8]) -> [u8; 8] {
-    let mut p = [0xFF; 8];
-    p[..pin.len()].copy_from_slice(pin);
-    p
-}
-
 /// Builds the card of an [`EphemeralCard`]: key and certificate in their
-/// slot, and the PIN set through CHANGE REFERENCE DATA like a user would.
+/// slot (after checking that they belong together) and the PIN.
 pub fn build_ephemeral(e: &EphemeralCard) -> Result<Card, ConfigError> {
     let card_err = |what: &str, detail: String| ConfigError::Card(format!("{what}: {detail}"));
+    credentials::check_match(&e.key, &e.key_origin, &e.cert_der, &e.cert_origin)?;
     let opts = CardOptions {
         guid: Some(e.guid),
         ..CardOptions::default()
@@ -406,45 +345,18 @@ pub fn build_ephemeral(e: &EphemeralCard) -> Result<Card, ConfigError> {
     let mut card =
         Card::ephemeral(&opts).map_err(|err| card_err("creating the card", err.to_string()))?;
     let slot = Slot::new(e.slot).ok_or_else(|| card_err("slot", format!("{:02X}", e.slot)))?;
-    let key = piv_applet::keys::KeyMaterial::from_pkcs8_der(&e.key_pkcs8)
-        .map_err(|err| card_err("the private key", err.to_string()))?;
     card.import_key(
         slot,
-        key,
+        e.key.clone(),
         piv_applet::PinPolicy::Default,
         piv_applet::TouchPolicy::Default,
     )
     .map_err(|err| card_err("importing the private key", err.to_string()))?;
-    let cert = x509_cert::Certificate::from_der(&e.cert_der)
-        .map_err(|err| card_err("certificate", err.to_string()))?;
-    let cert_spki = der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info)
-        .map_err(|err| card_err("certificate", err.to_string()))?;
-    if card.public_key(slot).as_deref() != Some(&cert_spki[..]) {
-        return Err(ConfigError::Card(format!(
-            "the private key ({} / {}) does not belong to the certificate ({} / {})",
-            vars::KEY_PATH,
-            vars::KEY_DATA,
-            vars::CERT_PATH,
-            vars::CERT_DATA
-        )));
-    }
     card.put_certificate(slot, &e.cert_der)
         .map_err(|err| card_err("storing the certificate", err.to_string()))?;
     if let Some(pin) = &e.pin {
-        card.power_on();
-        let mut data = padded_pin(b"123456").to_vec();
-        data.extend_from_slice(&padded_pin(pin));
-        let resp = card.process(&piv_applet::apdu::build_command(
-            0x00, 0x24, 0x00, 0x80, &data, None,
-        ));
-        data.iter_mut().for_each(|b| *b = 0);
-        if resp != [0x90, 0x00] {
-            return Err(invalid(
-                vars::PIN,
-                format!("the card refused the PIN (status {})", hex::encode(resp)),
-            ));
-        }
-        card.power_off();
+        card.set_pin(pin)
+            .map_err(|err| invalid(vars::PIN, format!("the card refused the PIN: {err}")))?;
     }
     Ok(card)
 }
@@ -609,39 +521,58 @@ mod tests {
         <base64ct::Base64 as base64ct::Encoding>::encode_string(bytes)
     }
 
+    /// The encodings MsRdpEx users have, through the variables (the
+    /// encodings themselves are piv-applet's `credentials` tests).
     #[test]
     fn keys_and_certificates_in_every_encoding() {
         let cert = std::fs::read(format!("{DATA}/rsa2048.cert.der")).unwrap();
         let pk8 = std::fs::read(format!("{DATA}/rsa2048.key.pk8.der")).unwrap();
-        let pkcs1_pem = std::fs::read(format!("{DATA}/rsa2048.pkcs1.pem")).unwrap();
-        let sec1_pem = std::fs::read(format!("{DATA}/p256.sec1.pem")).unwrap();
-        assert_eq!(certificate_der(&cert, vars::CERT_PATH).unwrap(), cert);
-        assert_eq!(
-            certificate_der(b64(&cert).as_bytes(), vars::CERT_DATA).unwrap(),
-            cert
-        );
         let pem = der::pem::encode_string("CERTIFICATE", der::pem::LineEnding::LF, &cert).unwrap();
-        assert_eq!(
-            certificate_der(pem.as_bytes(), vars::CERT_DATA).unwrap(),
-            cert
-        );
-        assert!(certificate_der(b"not a certificate", vars::CERT_DATA).is_err());
-        let k = private_key_to_pkcs8(&pk8, vars::KEY_PATH).unwrap();
-        assert_eq!(&k[..], &pk8[..]);
-        assert_eq!(
-            &private_key_to_pkcs8(b64(&pk8).as_bytes(), vars::KEY_DATA).unwrap()[..],
-            &pk8[..]
-        );
-        let from_pkcs1 = private_key_to_pkcs8(&pkcs1_pem, vars::KEY_PATH).unwrap();
-        assert!(pkcs8::PrivateKeyInfo::from_der(&from_pkcs1).is_ok());
-        let from_sec1 = private_key_to_pkcs8(&sec1_pem, vars::KEY_PATH).unwrap();
-        assert!(pkcs8::PrivateKeyInfo::from_der(&from_sec1).is_ok());
-        let e = private_key_to_pkcs8(
-            b"-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n",
+        let keys = [
+            (vars::KEY_PATH, format!("{DATA}/rsa2048.key.pk8.der")),
+            (vars::KEY_DATA, b64(&pk8)),
+            (vars::KEY_PATH, format!("{DATA}/rsa2048.pkcs1.pem")),
+        ];
+        let certs = [
+            (vars::CERT_PATH, format!("{DATA}/rsa2048.cert.der")),
+            (vars::CERT_DATA, b64(&cert)),
+            (vars::CERT_DATA, pem),
+        ];
+        for (kvar, k) in &keys {
+            for (cvar, c) in &certs {
+                let mut m = HashMap::new();
+                m.insert(*kvar, k.clone());
+                m.insert(*cvar, c.clone());
+                let cfg = Config::from_lookup(&lookup(&m)).unwrap();
+                let CardSource::Ephemeral(e) = &cfg.readers[0].source else {
+                    panic!("ephemeral card expected")
+                };
+                assert_eq!(e.cert_der, cert, "{cvar}");
+                build_ephemeral(e).unwrap_or_else(|err| panic!("{kvar} + {cvar}: {err}"));
+            }
+        }
+        let mut m = HashMap::new();
+        m.insert(vars::CERT_DATA, "not a certificate".to_string());
+        m.insert(vars::KEY_DATA, b64(&pk8));
+        let e = Config::from_lookup(&lookup(&m)).unwrap_err().to_string();
+        assert!(e.starts_with(vars::CERT_DATA), "{e}");
+        m.insert(vars::CERT_DATA, b64(&cert));
+        m.insert(
             vars::KEY_DATA,
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains(vars::KEY_DATA), "{e}");
+            "-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n".to_string(),
+        );
+        let e = Config::from_lookup(&lookup(&m)).unwrap_err().to_string();
+        assert!(e.contains(vars::KEY_DATA), "{e}");
+        // A file named by a variable: both are named.
+        m.remove(vars::KEY_DATA);
+        m.insert(vars::KEY_PATH, "/nonexistent/key.pem".to_string());
+        let e = Config::from_lookup(&lookup(&m)).unwrap_err().to_string();
+        assert!(
+            e.contains(vars::KEY_PATH)
+                && e.contains("/nonexistent/key.pem")
+                && e.contains("cannot read"),
+            "{e}"
+        );
     }
 
     /// The MsRdpEx path end to end: variables → card with key, certificate
@@ -670,7 +601,7 @@ mod tests {
         assert_eq!(info.certs.len(), 1);
         assert_eq!(info.certs[0].der, cert);
         let mut verify = vec![0x00, 0x20, 0x00, 0x80, 0x08];
-        verify.extend_from_slice(&padded_pin(b"24681357"));
+        verify.extend_from_slice(&piv_applet::state::pad_pin(b"24681357"));
         assert_eq!(tx(&verify).unwrap(), [0x90, 0x00]);
 
         // A PIV-style container name picks the GUID and the slot.
@@ -708,6 +639,12 @@ mod tests {
             .map(|_| ())
             .expect_err("mismatch must fail")
             .to_string();
-        assert!(err.contains("does not belong"), "{err}");
+        // Names both variables and their files.
+        assert!(
+            err.contains("does not match the certificate")
+                && err.contains(&format!("{} ({DATA}/p256.sec1.pem)", vars::KEY_PATH))
+                && err.contains(&format!("{} ({DATA}/rsa2048.cert.der)", vars::CERT_PATH)),
+            "{err}"
+        );
     }
 }

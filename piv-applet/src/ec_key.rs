@@ -85,20 +85,17 @@ impl P256Key {
     /// ECDH with a peer point, already checked to be an uncompressed
     /// SEC1 point: the shared X coordinate. A point off the curve fails.
     pub fn ecdh(&self, peer: &[u8]) -> Result<Zeroizing<Vec<u8>>, EcOpFailed> {
-        // Both engines refuse a point off the curve; the RustCrypto parse
-        // runs first so that both refuse exactly the same inputs.
-        let pk = p256::PublicKey::from_sec1_bytes(peer).map_err(|_| EcOpFailed)?;
         #[cfg(all(unix, feature = "openssl"))]
         if let Some(e) = self.openssl() {
+            // The RustCrypto parse runs first so that both engines refuse
+            // exactly the same points.
+            p256::PublicKey::from_sec1_bytes(peer).map_err(|_| EcOpFailed)?;
             if let Ok(z) = e.ecdh(peer) {
                 return Ok(z);
             }
             tracing::warn!("libcrypto ECDH failed; using the RustCrypto engine");
         }
-        let mut scalar = self.key.to_nonzero_scalar();
-        let shared = p256::ecdh::diffie_hellman(&scalar, pk.as_affine());
-        scalar.zeroize();
-        Ok(Zeroizing::new(shared.raw_secret_bytes().to_vec()))
+        self.ecdh_rustcrypto(peer)
     }
 
     /// ECDH on the portable engine only (tests, benchmarks).

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use anyhow::{bail, Context};
 use piv_applet::{Card, Redactor};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use vpcd::{Control, Request};
 
 /// A card shared between its serving task and whoever flushes it at exit.
@@ -355,8 +356,8 @@ pub async fn run_connect(
                 if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
                     warn!(
                         card = %label,
-                        "cannot reach vpcd at {addr} ({e}): is pcscd running with the vsmartcard-vpcd driver? \
-                         Retrying until it is."
+                        "cannot reach vpcd at {addr} ({e}): is pcscd running with the vsmartcard-vpcd driver, \
+                         with a reader for this slot (slots past 1: `vreader readers`)? Retrying until it is."
                     );
                     last_warning = Some(Instant::now());
                 }
@@ -410,6 +411,60 @@ pub async fn run_listen(
             Err(e) => warn!(card = %label, "dropping reader {peer}: {e}"),
         }
     }
+}
+
+/// Serves every card at its endpoint until SIGINT or SIGTERM, then
+/// removes them all: each card's task ends and its socket closes.
+pub async fn serve(
+    cards: Vec<(String, SharedCard, Endpoint)>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: Limits,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (file, card, endpoint) in cards {
+        let rx = stop_rx.clone();
+        match endpoint {
+            Endpoint::Connect(addr) => {
+                info!("card {file} -> vpcd reader {addr}");
+                tasks.spawn(run_connect(card, addr, file, rx));
+            }
+            Endpoint::Listen(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for card {file}"))?;
+                tasks.spawn(run_listen(card, listener, tls.clone(), file, limits, rx));
+            }
+        }
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // A card task only ends by panicking (a bug): the other cards go on.
+    let signalled = tokio::select! {
+        _ = tokio::signal::ctrl_c() => { info!("SIGINT: removing cards"); true }
+        _ = term.recv() => { info!("SIGTERM: removing cards"); true }
+        _ = async {
+            while let Some(r) = tasks.join_next().await {
+                if let Err(e) = r {
+                    error!("a card stopped: {e}");
+                }
+            }
+        } => false,
+    };
+    let _ = stop_tx.send(true);
+    // Every change was saved before its answer; closing the sockets is
+    // what tells the readers the cards are gone.
+    let deadline = tokio::time::sleep(Duration::from_secs(3));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() { break },
+            _ = &mut deadline => break,
+        }
+    }
+    if !signalled {
+        bail!("every card stopped (see the errors above)");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,10 +7,13 @@
 //! up, or (with `--insecure-plain-listen`) plain vpcd, e.g. vpcd's reverse
 //! mode.
 
+pub mod cli;
 pub mod credentials;
 pub mod host;
 pub mod link_files;
+pub mod passphrases;
 pub mod paths;
 pub mod provision;
+pub mod readers;
 pub mod secrets;
 pub mod slots;

@@ -7,6 +7,7 @@
 //! once instead of leaving half the cards running.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use crate::host::Endpoint;
 
@@ -26,6 +27,12 @@ impl Base {
             host: "127.0.0.1".into(),
             port: vpcd::DEFAULT_PORT,
         }
+    }
+
+    /// Whether slots are the readers of this machine's pcscd, whose names
+    /// `readers::reader_name` knows.
+    pub fn is_local_vpcd(&self) -> bool {
+        matches!(self, Base::Connect { host, port } if host == "127.0.0.1" && *port == vpcd::DEFAULT_PORT)
     }
 
     /// Parses `--connect HOST:PORT` (HOST may be a name or `[v6]`).
@@ -62,6 +69,8 @@ impl Base {
 pub struct Placement {
     pub file: String,
     pub endpoint: Endpoint,
+    /// The slot number, unless the card was given an address of its own.
+    pub slot: Option<u32>,
 }
 
 /// Resolves `--card` arguments: `FILE@N` goes to slot N, `FILE@HOST:PORT`
@@ -74,14 +83,14 @@ pub fn place(
     first_slot: u16,
     allow_remote: bool,
 ) -> Result<Vec<Placement>, String> {
-    let mut explicit: Vec<Option<(&str, Endpoint)>> = Vec::new();
+    let mut explicit: Vec<Option<(&str, Endpoint, Option<u32>)>> = Vec::new();
     for spec in specs {
         explicit.push(match spec.rsplit_once('@') {
             Some((file, slot)) if !file.is_empty() && slot.bytes().all(|b| b.is_ascii_digit()) => {
                 let n: u32 = slot
                     .parse()
                     .map_err(|_| format!("--card {spec}: bad slot number {slot}"))?;
-                Some((file, base.at(n)?))
+                Some((file, base.at(n)?, Some(n)))
             }
             Some((file, addr)) if !file.is_empty() && addr.contains(':') => {
                 let endpoint = match base {
@@ -90,22 +99,26 @@ pub fn place(
                         format!("--card {spec}: {addr} is not an IP address and port to listen on")
                     })?),
                 };
-                Some((file, endpoint))
+                Some((file, endpoint, None))
             }
             _ => None,
         });
     }
-    let taken: Vec<Endpoint> = explicit.iter().flatten().map(|(_, e)| e.clone()).collect();
+    let taken: Vec<Endpoint> = explicit
+        .iter()
+        .flatten()
+        .map(|(_, e, _)| e.clone())
+        .collect();
     let mut out: Vec<Placement> = Vec::new();
     let mut next = u32::from(first_slot);
     for (spec, fixed) in specs.iter().zip(explicit) {
-        let (file, endpoint) = match fixed {
+        let (file, endpoint, slot) = match fixed {
             Some(x) => x,
             None => loop {
                 let endpoint = base.at(next)?;
                 next += 1;
                 if !taken.contains(&endpoint) {
-                    break (spec.as_str(), endpoint);
+                    break (spec.as_str(), endpoint, Some(next - 1));
                 }
             },
         };
@@ -125,9 +138,39 @@ pub fn place(
         out.push(Placement {
             file: file.to_string(),
             endpoint,
+            slot,
         });
     }
     Ok(out)
+}
+
+/// The card files of `vreader run --cards DIR`: every `*.json` file in
+/// the directory, in byte order of their names, so a card keeps its slot
+/// from one run to the next as long as no file sorts before it. Hidden
+/// files and the store's lock and temporary files are not cards.
+pub fn card_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("--cards {}: {e}", dir.display()))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("--cards {}: {e}", dir.display()))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(format!(
+            "--cards {}: no card files (*.json) in the directory",
+            dir.display()
+        ));
+    }
+    Ok(files)
 }
 
 fn is_loopback(ip: IpAddr) -> bool {
@@ -160,6 +203,7 @@ mod tests {
             ["connect 127.0.0.1:35963", "connect 127.0.0.1:35964"]
         );
         assert_eq!(p[1].file, "b");
+        assert_eq!(p[1].slot, Some(1));
         let p = place(&files(&["a"]), &Base::local_vpcd(), 1, false).unwrap();
         assert_eq!(endpoints(&p), ["connect 127.0.0.1:35964"]);
     }
@@ -183,6 +227,10 @@ mod tests {
             ]
         );
         assert_eq!(p[1].file, "dir@x/b.json");
+        assert_eq!(
+            p.iter().map(|p| p.slot).collect::<Vec<_>>(),
+            [Some(1), None, Some(0)]
+        );
         // A file name with an @ but no slot after it stays a file name.
         let p = place(&files(&["me@home.json"]), &Base::local_vpcd(), 0, false).unwrap();
         assert_eq!(p[0].file, "me@home.json");
@@ -216,6 +264,30 @@ mod tests {
                 "connect 127.0.0.1:35965"
             ]
         );
+    }
+
+    #[test]
+    fn card_directory_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "b.json",
+            "a.json",
+            "a.json.lock",
+            "c.json.tmp-12",
+            ".hidden.json",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(name), b"{}").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("sub.json")).unwrap();
+        let files = card_files(dir.path()).unwrap();
+        let names: Vec<_> = files.iter().map(|f| f.file_name().unwrap()).collect();
+        assert_eq!(names, ["a.json", "b.json"]);
+        let empty = tempfile::tempdir().unwrap();
+        let e = card_files(empty.path()).unwrap_err();
+        assert!(e.contains("no card files"), "{e}");
+        let e = card_files(&dir.path().join("nope")).unwrap_err();
+        assert!(e.contains("nope"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,240 @@
+//! Enough vpcd readers in pcscd for many cards: the reader.conf entries,
+//! the driver copies they need, and the name pcscd gives each slot.
+//!
+//! Debian's vsmartcard-vpcd declares one reader (`/etc/reader.conf.d/vpcd`)
+//! whose driver is built with two slots, ports 35963 and 35964. More cards
+//! need more reader entries, each two ports further on. Each extra entry
+//! needs its own copy of the driver file: the driver keeps its connections
+//! in a table indexed by slot number alone, and pcscd loads a library file
+//! once however many entries name it, so two entries sharing one file
+//! would overwrite each other's slots. pcscd serves at most 16 readers
+//! (`PCSCLITE_MAX_READERS_CONTEXTS`), so 16 slots in all.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+/// Slots per reader entry in Debian's build of the vpcd driver.
+pub const SLOTS_PER_ENTRY: u32 = 2;
+/// The most readers one pcscd serves.
+pub const PCSCD_MAX_READERS: u32 = 16;
+/// The driver as Debian installs it.
+pub const STOCK_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
+/// Where `--install` writes the entries (pcscd reads every file there).
+pub const DEFAULT_CONF: &str = "/etc/reader.conf.d/virtual-piv";
+/// Where `--install` puts the driver copies.
+pub const DEFAULT_DRIVER_DIR: &str = "/usr/local/lib/virtual-piv/vpcd";
+/// The name Debian's entry gives its reader.
+const STOCK_NAME: &str = "Virtual PCD";
+
+/// The name pcscd gives reader slot `slot` of the local vpcd readers
+/// (Debian's entry for slots 0 and 1, ours for the rest). pcscd appends
+/// the reader's index among readers of the same name (always 00: every
+/// entry has its own name) and the slot within the entry.
+pub fn reader_name(slot: u32) -> String {
+    format!(
+        "{} 00 {:02X}",
+        entry_name(slot / SLOTS_PER_ENTRY),
+        slot % SLOTS_PER_ENTRY
+    )
+}
+
+fn entry_name(entry: u32) -> String {
+    if entry == 0 {
+        STOCK_NAME.to_string()
+    } else {
+        format!("{STOCK_NAME} {entry}")
+    }
+}
+
+/// What to write for `count` card slots from port `base_port` on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The reader.conf text.
+    pub conf: String,
+    /// The driver copies the entries name, to be made before pcscd reads
+    /// the text.
+    pub copies: Vec<PathBuf>,
+}
+
+/// The entries that give pcscd readers for slots `0..count`. Without
+/// `standalone`, the first entry is left to Debian's own file; with it,
+/// the text is a whole reader.conf for `pcscd -c FILE`, whose first entry
+/// uses `driver` itself.
+pub fn plan(
+    count: u32,
+    base_port: u16,
+    standalone: bool,
+    driver: &Path,
+    driver_dir: &Path,
+) -> anyhow::Result<Plan> {
+    if count == 0 || count > PCSCD_MAX_READERS {
+        bail!("{count} slots: pcscd serves 1 to {PCSCD_MAX_READERS} readers");
+    }
+    let entries = count.div_ceil(SLOTS_PER_ENTRY);
+    let last_port = u32::from(base_port) + entries * SLOTS_PER_ENTRY - 1;
+    if last_port > u32::from(u16::MAX) {
+        bail!("{count} slots from port {base_port} go past port 65535");
+    }
+    let mut conf = format!(
+        "# vpcd readers for {count} virtual PIV cards, written by `vreader readers`.\n\
+         # Slot N listens on port {base_port} + N. Each entry below has its own copy\n\
+         # of the vpcd driver: entries sharing one driver file would overwrite each\n\
+         # other's slots. Copy the driver again after upgrading vsmartcard-vpcd\n\
+         # (`vreader readers --install` does both), then restart pcscd.\n"
+    );
+    if !standalone {
+        let _ = writeln!(
+            conf,
+            "# Slots 0 and 1 are the reader of Debian's /etc/reader.conf.d/vpcd."
+        );
+    }
+    let mut copies = Vec::new();
+    for entry in 0..entries {
+        if entry == 0 && !standalone {
+            continue;
+        }
+        let driver = if entry == 0 {
+            driver.to_path_buf()
+        } else {
+            let copy = driver_dir.join(format!("libifdvpcd-{entry}.so"));
+            copies.push(copy.clone());
+            copy
+        };
+        let port = u32::from(base_port) + entry * SLOTS_PER_ENTRY;
+        let _ = write!(
+            conf,
+            "\n# slots {first}-{last}: {a} and {b}\n\
+             FRIENDLYNAME \"{name}\"\n\
+             DEVICENAME   /dev/null:0x{port:04X}\n\
+             LIBPATH      {driver}\n\
+             CHANNELID    0x{port:04X}\n",
+            first = entry * SLOTS_PER_ENTRY,
+            last = entry * SLOTS_PER_ENTRY + SLOTS_PER_ENTRY - 1,
+            a = reader_name(entry * SLOTS_PER_ENTRY),
+            b = reader_name(entry * SLOTS_PER_ENTRY + 1),
+            name = entry_name(entry),
+            driver = driver.display(),
+        );
+    }
+    Ok(Plan { conf, copies })
+}
+
+/// Writes the driver copies (from `driver`) and then the conf file, each
+/// atomically, so pcscd never reads an entry whose driver is half written.
+pub fn install(plan: &Plan, conf: &Path, driver: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(driver).with_context(|| {
+        format!(
+            "cannot read the vpcd driver {} (is vsmartcard-vpcd installed?)",
+            driver.display()
+        )
+    })?;
+    for copy in &plan.copies {
+        if let Some(dir) = copy.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        write_atomically(copy, &bytes)?;
+    }
+    if let Some(dir) = conf.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    write_atomically(conf, plan.conf.as_bytes())
+}
+
+/// Readable by everyone (pcscd may run as its own user), written by
+/// rename so a reader never sees half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_names_follow_the_entries() {
+        assert_eq!(reader_name(0), "Virtual PCD 00 00");
+        assert_eq!(reader_name(1), "Virtual PCD 00 01");
+        assert_eq!(reader_name(2), "Virtual PCD 1 00 00");
+        assert_eq!(reader_name(15), "Virtual PCD 7 00 01");
+    }
+
+    #[test]
+    fn sixteen_slots_add_seven_entries_to_debians_one() {
+        let p = plan(16, 35963, false, Path::new(STOCK_DRIVER), Path::new("/d")).unwrap();
+        assert_eq!(p.copies.len(), 7);
+        assert_eq!(p.conf.matches("FRIENDLYNAME").count(), 7);
+        assert!(p.conf.contains(
+            "DEVICENAME   /dev/null:0x8C7D\nLIBPATH      /d/libifdvpcd-1.so\nCHANNELID    0x8C7D"
+        ));
+        assert!(p
+            .conf
+            .contains("FRIENDLYNAME \"Virtual PCD 7\"\nDEVICENAME   /dev/null:0x8C89"));
+        assert!(!p.conf.contains(STOCK_DRIVER));
+        // Odd counts round up to whole entries.
+        assert_eq!(
+            plan(3, 35963, false, Path::new(STOCK_DRIVER), Path::new("/d"))
+                .unwrap()
+                .copies
+                .len(),
+            1
+        );
+        // Two slots need nothing beyond Debian's entry.
+        let p = plan(2, 35963, false, Path::new(STOCK_DRIVER), Path::new("/d")).unwrap();
+        assert!(p.copies.is_empty() && !p.conf.contains("FRIENDLYNAME"));
+    }
+
+    #[test]
+    fn standalone_includes_the_stock_entry() {
+        let p = plan(4, 35963, true, Path::new(STOCK_DRIVER), Path::new("/d")).unwrap();
+        assert_eq!(p.copies, [PathBuf::from("/d/libifdvpcd-1.so")]);
+        assert!(p.conf.contains(&format!(
+            "FRIENDLYNAME \"Virtual PCD\"\nDEVICENAME   /dev/null:0x8C7B\nLIBPATH      {STOCK_DRIVER}"
+        )));
+    }
+
+    #[test]
+    fn refusals() {
+        let (s, d) = (Path::new(STOCK_DRIVER), Path::new("/d"));
+        assert!(plan(0, 35963, false, s, d).is_err());
+        assert!(plan(17, 35963, false, s, d).is_err());
+        assert!(plan(4, 65534, true, s, d).is_err());
+    }
+
+    #[test]
+    fn install_writes_copies_and_conf() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = dir.path().join("driver.so");
+        std::fs::write(&driver, b"\x7fELF driver").unwrap();
+        let p = plan(6, 35963, true, &driver, &dir.path().join("drivers")).unwrap();
+        let conf = dir.path().join("etc/reader.conf");
+        install(&p, &conf, &driver).unwrap();
+        assert_eq!(std::fs::read_to_string(&conf).unwrap(), p.conf);
+        for c in &p.copies {
+            assert_eq!(std::fs::read(c).unwrap(), b"\x7fELF driver");
+        }
+        let e = install(&p, &conf, &dir.path().join("missing.so")).unwrap_err();
+        assert!(format!("{e:#}").contains("missing.so"), "{e:#}");
+    }
+}

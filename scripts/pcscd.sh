@@ -6,6 +6,9 @@
 # (crash: SIGKILL, as a crashing pcscd, and wait until it is gone; the
 # socket file stays behind, as it would.)
 # Log: $PCSCD_LOG (default /tmp/virtual-piv-pcscd.log).
+# PCSCD_CONF=FILE: pcscd reads its readers from FILE (`pcscd -c`) instead
+# of /etc/reader.conf.d, e.g. a `vreader readers --standalone` file with
+# sixteen vpcd readers; a restart without it goes back to the stock two.
 set -euo pipefail
 LOG=${PCSCD_LOG:-/tmp/virtual-piv-pcscd.log}
 SOCK=/run/pcscd/pcscd.comm
@@ -52,11 +55,10 @@ start() {
     from=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
     # No --auto-exit: pcscd would quit 60 s after its last client and drop the card.
     # PCSCD_QUIET=1: no debug/APDU log (benchmarks; the log costs latency).
-    if [ "${PCSCD_QUIET:-0}" = 1 ]; then
-      setsid pcscd -f >>"$LOG" 2>&1 </dev/null &
-    else
-      setsid pcscd -f -d -a >>"$LOG" 2>&1 </dev/null &
-    fi
+    local args=(-f)
+    if [ "${PCSCD_QUIET:-0}" != 1 ]; then args+=(-d -a); fi
+    if [ -n "${PCSCD_CONF:-}" ]; then args+=(-c "$PCSCD_CONF"); fi
+    setsid pcscd "${args[@]}" >>"$LOG" 2>&1 </dev/null &
     # $pid is pcscd once setsid has exec'd it; bash reaps it if it exits.
     pid=$!
     while [ "$SECONDS" -lt "$deadline" ]; do

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The stock vpcd readers (`vpcd::names::reader_name(0)` and `(1)`, as
+/// constants for the many tests that use them).
 pub const READER0: &str = "Virtual PCD 00 00";
 pub const READER1: &str = "Virtual PCD 00 01";
 pub const OPENSC_PKCS11: &str = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
@@ -518,5 +520,124 @@ pub fn make_card(
             extensions: vec![],
         };
         card.self_sign(*slot, &req).expect("self-sign");
+    }
+}
+
+/// pcscd restarted with [`Farm::CARDS`] vpcd readers from a `vreader
+/// readers --standalone --install` configuration in the rig's directory
+/// (driver copies included), for tests and benchmarks of many cards.
+/// Dropping it restarts the stock pcscd (two readers) for whoever comes
+/// next.
+pub struct Farm;
+
+impl Farm {
+    /// The most readers one pcscd serves, all used.
+    pub const CARDS: u32 = 16;
+
+    /// `quiet`: pcscd without its debug log (benchmarks).
+    pub fn start(rig: &Rig, quiet: bool) -> Farm {
+        let conf = rig.path("farm-reader.conf");
+        let drivers = rig.path("farm-drivers");
+        run_ok(
+            vreader_bin().to_str().unwrap(),
+            &[
+                "readers",
+                "--count",
+                &Farm::CARDS.to_string(),
+                "--standalone",
+                "--install",
+                "--conf",
+                conf.to_str().unwrap(),
+                "--driver-dir",
+                drivers.to_str().unwrap(),
+            ],
+        );
+        let mut cmd = Command::new("bash");
+        cmd.arg(root().join("scripts/pcscd.sh"))
+            .arg("restart")
+            .env("PCSCD_CONF", &conf);
+        if quiet {
+            cmd.env("PCSCD_QUIET", "1");
+        }
+        let out = cmd.output().expect("scripts/pcscd.sh");
+        assert!(
+            out.status.success(),
+            "pcscd with {}: {}",
+            conf.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // A guard before the check, so a failed check still restores pcscd.
+        let farm = Farm;
+        let deadline = Instant::now() + DEADLINE;
+        let want: Vec<String> = (0..Farm::CARDS).map(vpcd::names::reader_name).collect();
+        loop {
+            let states: Vec<_> = want.iter().map(|r| card_state(r)).collect();
+            if states.iter().all(|s| matches!(s, Ok(false))) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pcscd with {} does not show {} empty readers named as vpcd::names says: {:?}",
+                conf.display(),
+                Farm::CARDS,
+                want.iter().zip(&states).collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        farm
+    }
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(root().join("scripts/pcscd.sh"))
+            .arg("restart")
+            .status();
+    }
+}
+
+/// A card that answers 9000 to every APDU, reading and writing as vreader
+/// does (TCP_NODELAY, TCP_QUICKACK before each read, buffered frame
+/// decoding, one write per frame) with no card behind it: the floor of
+/// pcscd + vpcd in the benchmarks. Serves the vpcd slot on `port` until
+/// the reader hangs up.
+pub fn floor_card(port: u16) {
+    use std::io::{Read, Write};
+    let mut s = loop {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    vpcd::tune(&s).unwrap();
+    let mut decoder = vpcd::FrameDecoder::default();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        while let Some(p) = decoder.next_frame() {
+            let reply: &[u8] = match vpcd::Request::parse(&p) {
+                Some(vpcd::Request::Control(vpcd::Control::GetAtr)) => {
+                    &piv_applet::state::YUBIKEY5_NFC_ATR
+                }
+                Some(vpcd::Request::Control(_)) => continue,
+                Some(vpcd::Request::Apdu(_)) => &[0x90, 0x00],
+                None => return,
+            };
+            s.write_all(&vpcd::encode_frame(reply).unwrap()).unwrap();
+        }
+        vpcd::quickack(&s);
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => decoder.push(&buf[..n]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stock_reader_constants_are_vpcds_names() {
+        assert_eq!(super::READER0, vpcd::names::reader_name(0));
+        assert_eq!(super::READER1, vpcd::names::reader_name(1));
     }
 }

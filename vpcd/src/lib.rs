@@ -11,6 +11,8 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use zeroize::Zeroizing;
 
+pub mod names;
+
 /// Port of vpcd's first reader slot (`/dev/null:0x8C7B` in reader.conf);
 /// slot N listens on `DEFAULT_PORT + N`.
 pub const DEFAULT_PORT: u16 = 0x8C7B;

@@ -444,7 +444,7 @@ fn run(args: RunArgs, pass: &mut Passphrases) -> anyhow::Result<()> {
     for p in &placements {
         let reader = match p.slot {
             Some(n) if base.is_local_vpcd() => {
-                format!("  reader \"{}\"", vreader::readers::reader_name(n))
+                format!("  reader \"{}\"", vpcd::names::reader_name(n))
             }
             _ => String::new(),
         };

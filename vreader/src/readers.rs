@@ -1,5 +1,6 @@
 //! Enough vpcd readers in pcscd for many cards: the reader.conf entries,
-//! the driver copies they need, and the name pcscd gives each slot.
+//! and the driver copies they need (the names pcscd gives their slots are
+//! in `vpcd::names`).
 //!
 //! Debian's vsmartcard-vpcd declares one reader (`/etc/reader.conf.d/vpcd`)
 //! whose driver is built with two slots, ports 35963 and 35964. More cards
@@ -14,9 +15,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use vpcd::names::{entry_name, reader_name, SLOTS_PER_ENTRY};
 
-/// Slots per reader entry in Debian's build of the vpcd driver.
-pub const SLOTS_PER_ENTRY: u32 = 2;
 /// The most readers one pcscd serves.
 pub const PCSCD_MAX_READERS: u32 = 16;
 /// The driver as Debian installs it.
@@ -25,28 +25,6 @@ pub const STOCK_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
 pub const DEFAULT_CONF: &str = "/etc/reader.conf.d/virtual-piv";
 /// Where `--install` puts the driver copies.
 pub const DEFAULT_DRIVER_DIR: &str = "/usr/local/lib/virtual-piv/vpcd";
-/// The name Debian's entry gives its reader.
-const STOCK_NAME: &str = "Virtual PCD";
-
-/// The name pcscd gives reader slot `slot` of the local vpcd readers
-/// (Debian's entry for slots 0 and 1, ours for the rest). pcscd appends
-/// the reader's index among readers of the same name (always 00: every
-/// entry has its own name) and the slot within the entry.
-pub fn reader_name(slot: u32) -> String {
-    format!(
-        "{} 00 {:02X}",
-        entry_name(slot / SLOTS_PER_ENTRY),
-        slot % SLOTS_PER_ENTRY
-    )
-}
-
-fn entry_name(entry: u32) -> String {
-    if entry == 0 {
-        STOCK_NAME.to_string()
-    } else {
-        format!("{STOCK_NAME} {entry}")
-    }
-}
 
 /// What to write for `count` card slots from port `base_port` on.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,14 +149,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reader_names_follow_the_entries() {
-        assert_eq!(reader_name(0), "Virtual PCD 00 00");
-        assert_eq!(reader_name(1), "Virtual PCD 00 01");
-        assert_eq!(reader_name(2), "Virtual PCD 1 00 00");
-        assert_eq!(reader_name(15), "Virtual PCD 7 00 01");
-    }
 
     #[test]
     fn sixteen_slots_add_seven_entries_to_debians_one() {

@@ -30,7 +30,7 @@ impl Base {
     }
 
     /// Whether slots are the readers of this machine's pcscd, whose names
-    /// `readers::reader_name` knows.
+    /// `vpcd::names::reader_name` knows.
     pub fn is_local_vpcd(&self) -> bool {
         matches!(self, Base::Connect { host, port } if host == "127.0.0.1" && *port == vpcd::DEFAULT_PORT)
     }

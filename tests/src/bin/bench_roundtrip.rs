@@ -61,41 +61,6 @@ fn measure(n: usize) -> Stats {
     stats(times, total)
 }
 
-/// The floor: a separate process (like vreader) that answers 9000 to
-/// every APDU, reading and writing exactly as vreader does (TCP_NODELAY,
-/// TCP_QUICKACK before each read, buffered frame decoding, one write per
-/// frame) but with no card behind it. Runs until killed.
-fn floor_card() {
-    use std::io::{Read, Write};
-    let mut s = loop {
-        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", vpcd::DEFAULT_PORT)) {
-            break s;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    vpcd::tune(&s).unwrap();
-    let mut decoder = vpcd::FrameDecoder::default();
-    let mut buf = vec![0u8; 4096];
-    loop {
-        while let Some(p) = decoder.next_frame() {
-            let reply: &[u8] = match vpcd::Request::parse(&p) {
-                Some(vpcd::Request::Control(vpcd::Control::GetAtr)) => {
-                    &piv_applet::state::YUBIKEY5_NFC_ATR
-                }
-                Some(vpcd::Request::Control(_)) => continue,
-                Some(vpcd::Request::Apdu(_)) => &[0x90, 0x00],
-                None => return,
-            };
-            s.write_all(&vpcd::encode_frame(reply).unwrap()).unwrap();
-        }
-        vpcd::quickack(&s);
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => decoder.push(&buf[..n]),
-        }
-    }
-}
-
 fn spawn_floor() -> Child {
     Command::new(std::env::current_exe().unwrap())
         .arg("--floor-card")
@@ -138,7 +103,7 @@ fn vicc() -> Option<Child> {
 
 fn main() {
     if std::env::args().any(|a| a == "--floor-card") {
-        return floor_card();
+        return e2e::floor_card(vpcd::DEFAULT_PORT);
     }
     let n: usize = std::env::args()
         .nth(1)

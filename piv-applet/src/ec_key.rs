@@ -120,14 +120,16 @@ mod engine {
     use openssl::bn::{BigNum, BigNumContext};
     use openssl::ec::{EcGroup, EcKey, EcPoint};
     use openssl::nid::Nid;
-    use openssl::pkey::{PKey, Private};
+    use openssl::pkey::Private;
     use zeroize::Zeroizing;
 
     /// libcrypto's copy of the key, with what every operation needs.
     pub(super) struct Engine {
         pub(super) ec: EcKey<Private>,
-        pkey: PKey<Private>,
         group: EcGroup,
+        /// The generator's affine coordinates, to overwrite a shared
+        /// point with.
+        generator: (BigNum, BigNum),
     }
 
     impl Engine {
@@ -140,29 +142,49 @@ mod engine {
             public.mul_generator2(&group, &d, &mut ctx).ok()?;
             let ec = EcKey::from_private_components(&group, &d, &public).ok()?;
             ec.check_key().ok()?;
-            let pkey = PKey::from_ec_key(ec.clone()).ok()?;
-            Some(Engine { ec, pkey, group })
+            let (mut gx, mut gy) = (BigNum::new().ok()?, BigNum::new().ok()?);
+            group
+                .generator_opt()?
+                .affine_coordinates(&group, &mut gx, &mut gy, &mut ctx)
+                .ok()?;
+            Some(Engine {
+                ec,
+                group,
+                generator: (gx, gy),
+            })
         }
 
         pub(super) fn ecdh(
             &self,
             peer: &[u8],
         ) -> Result<Zeroizing<Vec<u8>>, openssl::error::ErrorStack> {
-            let mut ctx = BigNumContext::new()?;
-            // oct2point checks that the point is on the curve.
+            // Secure context and bignums: wiped when freed, as in
+            // libcrypto's own ECDH (the temporaries hold the shared point).
+            let mut ctx = BigNumContext::new_secure()?;
+            // oct2point checks that the point is on the curve; P-256 has
+            // cofactor 1, so that is the whole of SP 800-56A's public key
+            // validation.
             let point = EcPoint::from_bytes(&self.group, peer, &mut ctx)?;
-            let peer = PKey::from_ec_key(EcKey::from_public_key(&self.group, &point)?)?;
-            let mut deriver = openssl::derive::Deriver::new(&self.pkey)?;
-            // No second validation of the peer key: oct2point has put it on
-            // the curve, and P-256 has cofactor 1, so that is the whole of
-            // SP 800-56A's public key validation. libcrypto's own check
-            // would add a scalar multiplication by the group order, which
-            // doubled the time of every ECDH.
-            deriver.set_peer_ex(&peer, false)?;
-            let mut out = Zeroizing::new(vec![0u8; 32]);
-            let n = deriver.derive(&mut out)?;
-            out.truncate(n);
-            Ok(out)
+            // The multiplication libcrypto's own ECDH does
+            // (ossl_ecdh_simple_compute_key: EC_POINT_mul with the key's
+            // private scalar, which EC_KEY marks constant-time), without
+            // the EVP_PKEY and derive context OpenSSL 3 builds for every
+            // call, which cost as much as the multiplication itself.
+            let mut shared = EcPoint::new(&self.group)?;
+            let result = shared
+                .mul2(&self.group, &point, self.ec.private_key(), &mut ctx)
+                .and_then(|()| {
+                    let mut x = BigNum::new_secure()?;
+                    let mut y = BigNum::new_secure()?;
+                    shared.affine_coordinates(&self.group, &mut x, &mut y, &mut ctx)?;
+                    Ok(Zeroizing::new(x.to_vec_padded(32)?))
+                });
+            // EC_POINT_free does not wipe, and the crate has no
+            // EC_POINT_clear_free: overwrite the shared point's coordinates
+            // in place with the generator's before it is freed.
+            let (gx, gy) = &self.generator;
+            shared.set_affine_coordinates(&self.group, gx, gy, &mut ctx)?;
+            result
         }
     }
 }
@@ -209,14 +231,21 @@ mod tests {
     fn both_engines_agree_on_ecdh_and_refuse_points_off_the_curve() {
         use p256::elliptic_curve::sec1::ToEncodedPoint;
         let key = P256Key::new(p256::SecretKey::random(&mut OsRng));
-        let peer = p256::SecretKey::random(&mut OsRng);
-        let point = peer.public_key().to_encoded_point(false);
-        let a = key.ecdh(point.as_bytes()).unwrap();
-        let b = key.ecdh_rustcrypto(point.as_bytes()).unwrap();
-        assert_eq!(*a, *b);
-        let theirs =
-            p256::ecdh::diffie_hellman(peer.to_nonzero_scalar(), key.public_key().as_affine());
-        assert_eq!(&a[..], theirs.raw_secret_bytes().as_slice());
+        // Enough peers that some shared X values start with a zero byte
+        // (1 in 256), which must still come out as 32 bytes.
+        let mut point = None;
+        for _ in 0..1000 {
+            let peer = p256::SecretKey::random(&mut OsRng);
+            let encoded = peer.public_key().to_encoded_point(false);
+            let a = key.ecdh(encoded.as_bytes()).unwrap();
+            let b = key.ecdh_rustcrypto(encoded.as_bytes()).unwrap();
+            assert_eq!(*a, *b);
+            let theirs =
+                p256::ecdh::diffie_hellman(peer.to_nonzero_scalar(), key.public_key().as_affine());
+            assert_eq!(&a[..], theirs.raw_secret_bytes().as_slice());
+            point = Some(encoded);
+        }
+        let point = point.unwrap();
         let mut bad = point.as_bytes().to_vec();
         bad[40] ^= 1;
         assert_eq!(key.ecdh(&bad), Err(EcOpFailed));

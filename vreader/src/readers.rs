@@ -50,6 +50,11 @@ pub fn plan(
     if count == 0 || count > PCSCD_MAX_READERS {
         bail!("{count} slots: pcscd serves 1 to {PCSCD_MAX_READERS} readers");
     }
+    // pcscd runs from its own directory, and its reader.conf values are
+    // single words: a relative path would point elsewhere, a space, quote,
+    // '#' or line break would cut the value or start another entry.
+    let driver = conf_path(driver)?;
+    let driver_dir = conf_path(driver_dir)?;
     let entries = count.div_ceil(SLOTS_PER_ENTRY);
     let last_port = u32::from(base_port) + entries * SLOTS_PER_ENTRY - 1;
     if last_port > u32::from(u16::MAX) {
@@ -108,17 +113,97 @@ pub fn install(plan: &Plan, conf: &Path, driver: &Path) -> anyhow::Result<()> {
             driver.display()
         )
     })?;
+    // Every directory is checked before anything is written.
+    let files = plan.copies.iter().map(PathBuf::as_path).chain([conf]);
+    for dir in files.filter_map(Path::parent) {
+        // A bare file name is in the current directory.
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        create_dir(dir)?;
+        only_owner_writes(dir)?;
+    }
     for copy in &plan.copies {
-        if let Some(dir) = copy.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
         write_atomically(copy, &bytes)?;
     }
-    if let Some(dir) = conf.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
     write_atomically(conf, plan.conf.as_bytes())
+}
+
+/// `path` made absolute, if it can stand as a reader.conf value.
+fn conf_path(path: &Path) -> anyhow::Result<PathBuf> {
+    let abs =
+        std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+    match abs.to_str() {
+        Some(s)
+            if !s
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '#') =>
+        {
+            Ok(abs)
+        }
+        _ => bail!(
+            "{}: pcscd's reader.conf cannot name a path with spaces, quotes, '#', \
+             line breaks or non-UTF-8 bytes",
+            path.display()
+        ),
+    }
+}
+
+/// Whatever the umask, directories made here are writable by their owner
+/// only.
+fn create_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+}
+
+/// pcscd runs as root, reads the entries and loads the driver copies they
+/// name: whoever can replace one of those files, or rename a directory on
+/// the way to them, chooses code for pcscd to run. So `dir` and every
+/// directory above it must belong to root or to whoever runs this and be
+/// writable by no one else, except that a sticky directory above (such
+/// as /tmp) is allowed, since others cannot rename what is in it.
+fn only_owner_writes(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let given =
+        std::path::absolute(dir).with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let real = dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", dir.display()))?;
+    // The owner of /proc/self is this process's effective user.
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    // Both the path as given (a symlink on it could be re-pointed) and
+    // where it leads.
+    let ancestors = given
+        .ancestors()
+        .enumerate()
+        .chain(real.ancestors().enumerate());
+    for (i, d) in ancestors {
+        let m = std::fs::metadata(d).with_context(|| format!("cannot read {}", d.display()))?;
+        let mode = m.mode();
+        let others_write = mode & 0o022 != 0;
+        let sticky = mode & 0o1000 != 0;
+        if m.uid() != 0 && Some(m.uid()) != me {
+            bail!(
+                "{} belongs to user {}: pcscd (root) would load a driver or read entries                  that user could replace; choose a directory owned by root",
+                d.display(),
+                m.uid()
+            );
+        }
+        if others_write && (i == 0 || !sticky) {
+            bail!(
+                "{} is writable by other users (mode {:o}): pcscd (root) would load a driver                  or read entries they could replace; choose a directory only its owner can write",
+                d.display(),
+                mode & 0o7777
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Readable by everyone (pcscd may run as its own user), written by
@@ -130,10 +215,12 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let result = (|| {
+        // A name left over (or planted: create_new does not follow a
+        // symlink) is removed, not written through.
+        let _ = std::fs::remove_file(&tmp);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o644)
             .open(&tmp)?;
         f.write_all(bytes)?;
@@ -190,6 +277,21 @@ mod tests {
         assert!(plan(0, 35963, false, s, d).is_err());
         assert!(plan(17, 35963, false, s, d).is_err());
         assert!(plan(4, 65534, true, s, d).is_err());
+        let e = plan(4, 35963, false, s, Path::new("/a b")).unwrap_err();
+        assert!(e.to_string().contains("/a b: pcscd's reader.conf"), "{e}");
+        assert!(plan(4, 35963, true, Path::new("/x\nLIBPATH /evil"), d).is_err());
+        assert!(plan(4, 35963, false, s, Path::new("/d#")).is_err());
+    }
+
+    #[test]
+    fn relative_paths_are_written_absolute() {
+        let p = plan(4, 35963, false, Path::new(STOCK_DRIVER), Path::new("d")).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(p.copies, vec![cwd.join("d/libifdvpcd-1.so")]);
+        assert!(p.conf.contains(&format!(
+            "LIBPATH      {}",
+            cwd.join("d/libifdvpcd-1.so").display()
+        )));
     }
 
     #[test]
@@ -206,5 +308,38 @@ mod tests {
         }
         let e = install(&p, &conf, &dir.path().join("missing.so")).unwrap_err();
         assert!(format!("{e:#}").contains("missing.so"), "{e:#}");
+    }
+
+    #[test]
+    fn install_refuses_directories_others_can_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let driver = dir.path().join("driver.so");
+        std::fs::write(&driver, b"\x7fELF driver").unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        // Driver copies in a world-writable directory: refused, named.
+        let p = plan(6, 35963, false, &driver, &open).unwrap();
+        let e = install(&p, &dir.path().join("reader.conf"), &driver).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("writable by other users"),
+            "{e:#}"
+        );
+        assert!(
+            format!("{e:#}").contains(&open.display().to_string()),
+            "{e:#}"
+        );
+        assert!(p.copies.iter().all(|c| !c.exists()));
+        // Entries below one: refused too, even with the copies elsewhere.
+        let p = plan(6, 35963, false, &driver, &dir.path().join("drivers")).unwrap();
+        let e = install(&p, &open.join("sub/reader.conf"), &driver).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("writable by other users"),
+            "{e:#}"
+        );
+        // The same directory, writable by its owner only: accepted.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        install(&p, &open.join("sub/reader.conf"), &driver).unwrap();
     }
 }

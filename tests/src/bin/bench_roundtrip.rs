@@ -216,7 +216,7 @@ fn main() {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default()
     };
-    println!("## vreader round trip (issue 3)\n");
+    println!("## vreader round trip\n");
     println!(
         "Machine: {} cores (nproc), {cpu}, {}, Linux {}. Date: {}. pcscd {} + vsmartcard-vpcd {}, {}. vreader: {} (release build). All rows in the same run, one after the other, on the same reader (`Virtual PCD 00 00`). APDU: GET VERSION `00 FD 00 00 00` through the `pcsc` crate (SCardTransmit), {n} round trips per card after 20 warm-up ({vicc_n} for vicc); the floor and vreader alternate in {rounds} rounds of {per_round}.\n\nCommand: `cargo run --release -p e2e --bin bench_roundtrip -- {n}` (pcscd running; takes the e2e lock).\n",
         sh("nproc"),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7.1: builds the cargo-fuzz targets in fuzz/ and runs each one briefly
+# Builds the cargo-fuzz targets in fuzz/ and runs each one briefly
 # on its committed corpus (fuzz/corpus/<target>). Fails on any crash, panic,
 # sanitizer report, leak or hang. Long runs and their results: RELIABILITY.md.
 #

@@ -1023,7 +1023,7 @@ impl Card {
             return Ok(Response::ok(tlv::encode(0x7C, &tlv::encode(0x81, &random))));
         }
         // 6A80 as for the asymmetric keys: a YubiKey 5.7 answers a 3DES
-        // witness request against its AES-192 key so (issue 12, from
+        // witness request against its AES-192 key so (found by
         // yubikey-manager's device tests).
         if AlgorithmId::from(p1) != key.algorithm() {
             return Err(Refusal::AlgorithmMismatch);

@@ -1,6 +1,6 @@
 //! The access rules of `piv_applet::access`, each checked both ways:
 //! allowed with the right credential, refused without. Several of these
-//! are regression tests for the audit of issue 11 (items 1, 4, 9, 10).
+//! are regression tests for holes the security audit found.
 
 mod common;
 

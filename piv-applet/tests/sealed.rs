@@ -196,7 +196,7 @@ fn passphrase_can_be_set_changed_and_removed() {
     drop(card);
     assert_eq!(json(&path)["format"], "virtual-piv-card");
     // A plain file opens without a passphrase; with one it is refused
-    // (issue 11 item 6: a sealed file swapped for a plain one), unless the
+    // (a sealed file swapped for a plain one), unless the
     // caller allows it explicitly.
     assert!(Card::open(&path).is_ok());
     let err = Card::open_with(&path, Some(&pass("anything")))

@@ -201,7 +201,7 @@ fn secrets_do_not_reach_debug_output() {
     assert!(!text.contains("313233343536"), "PIN leaked in Debug");
 }
 
-/// Issue 11 item 11: the directories a new card file goes into are private
+/// The directories a new card file goes into are private
 /// (0700), and a symbolic link planted as the lock file is not followed.
 #[cfg(unix)]
 #[test]

@@ -1,5 +1,5 @@
 //! Where the card answered otherwise than a YubiKey 5.7, as yubikey-manager's
-//! own device tests found (issue 12): each test fails on the card as it was.
+//! own device tests found: each test fails on the card as it was.
 
 mod common;
 

@@ -143,3 +143,49 @@ fn sixteen_cards_answer_concurrently_without_cross_talk() {
     });
     rig.stop(index);
 }
+
+/// A seventeenth card has no reader in any pcscd: refused, named, before
+/// any card is plugged in (and not left dialling forever).
+#[test]
+fn a_card_past_slot_fifteen_is_refused_before_any_is_plugged() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..=Farm::CARDS {
+        make_card(
+            &dir.path().join(format!("card-{i:02}.json")),
+            AlgorithmId::Aes192,
+            &[],
+        );
+    }
+    let run = |extra: &[&str]| {
+        let mut child = std::process::Command::new(e2e::vreader_bin())
+            .args(["run", "--cards", dir.path().to_str().unwrap()])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("vreader run {extra:?} with 17 cards kept running");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success());
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (stdout, err) = run(&[]);
+    assert!(
+        err.contains("card-16.json: slot 16 is past the 16 readers one pcscd serves"),
+        "{err}"
+    );
+    assert!(stdout.is_empty(), "nothing placed: {stdout}");
+    // From slot 10 on, the seventh card is the first without a reader.
+    let (_, err) = run(&["--slot", "10"]);
+    assert!(err.contains("card-06.json: slot 16"), "{err}");
+}

@@ -493,7 +493,7 @@ fn pin_block(v: &[u8]) -> Vec<u8> {
     b
 }
 
-/// Issue 11 item 8: set-pin, set-puk and set-management-key take the new
+/// Set-pin, set-puk and set-management-key take the new
 /// secret from a file or an environment variable (no terminal here, so no
 /// prompt: a clear error instead); the command-line form still works but
 /// warns that the value is visible.
@@ -570,7 +570,7 @@ fn new_credentials_come_from_files_or_the_environment() {
     assert_eq!(hex::encode(state().mgmt.key_bytes()), key);
 }
 
-/// Issue 11 item 6: with a passphrase file configured, a plain card file
+/// With a passphrase file configured, a plain card file
 /// (an encrypted one swapped for it) is refused, naming the file, before
 /// anything is changed; --allow-plain accepts it.
 #[test]

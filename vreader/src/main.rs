@@ -440,6 +440,17 @@ fn run(args: RunArgs, pass: &mut Passphrases) -> anyhow::Result<()> {
         card
     };
     let placements = slots::place(&specs, &base, slot, allow_remote).map_err(anyhow::Error::msg)?;
+    if base.is_local_vpcd() {
+        let max = vreader::readers::PCSCD_MAX_READERS;
+        if let Some(p) = placements.iter().find(|p| p.slot.is_some_and(|n| n >= max)) {
+            bail!(
+                "{}: slot {} is past the {max} readers one pcscd serves (slots 0-{})",
+                p.file,
+                p.slot.unwrap_or_default(),
+                max - 1
+            );
+        }
+    }
     // Which card is where, on stdout for the user (the log says more).
     for p in &placements {
         let reader = match p.slot {

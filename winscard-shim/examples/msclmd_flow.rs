@@ -242,7 +242,7 @@ mod flow {
     /// Every container of the map, checked against the card itself: the
     /// tag in its name selects the certificate object read with GET DATA,
     /// and its items must carry that certificate and its public key, under
-    /// Windows' index formats (issue 13 item 1: PIN Identifier decimal,
+    /// Windows' index formats (PIN Identifier decimal,
     /// ContainerInfo and kxc/ksc two lowercase hex digits).
     fn check_containers(c: &mut Ctx, id: &GUID, expect: usize) {
         let raw = c

@@ -332,7 +332,9 @@ impl PublicKey {
     /// Key size in bits as CONTAINER_MAP_RECORD and CARD_KEY_SIZES count it.
     pub fn bits(&self) -> u16 {
         match self {
-            PublicKey::Rsa { modulus, .. } => (modulus.len() * 8) as u16,
+            // A modulus of 8192 bytes or more (no real card's) must not
+            // wrap to a small size: it saturates.
+            PublicKey::Rsa { modulus, .. } => u16::try_from(modulus.len() * 8).unwrap_or(u16::MAX),
             PublicKey::Ec { bits, .. } => *bits,
         }
     }
@@ -630,6 +632,17 @@ pub fn dump(
 #[cfg(test)]
 mod tests {
     #[test]
+    fn rsa_key_size_saturates_instead_of_wrapping() {
+        let key = |bytes: usize| super::PublicKey::Rsa {
+            modulus: vec![0xC5; bytes],
+            exponent: 65537,
+        };
+        assert_eq!(key(256).bits(), 2048);
+        assert_eq!(key(8191).bits(), 65528);
+        assert_eq!(key(8192).bits(), u16::MAX);
+    }
+
+    #[test]
     fn endless_get_response_chains_are_cut_off() {
         let mut calls = 0usize;
         let mut tx = |_: &[u8]| -> Result<Vec<u8>, String> {
@@ -888,7 +901,7 @@ mod tests {
             .collect()
     }
 
-    /// Issue 13 item 1: with every key slot filled, each container's items
+    /// With every key slot filled, each container's items
     /// carry Windows' index format (ContainerInfo and kxc: hex; PIN
     /// Identifier: decimal) and each ContainerInfo holds its own key.
     #[test]
@@ -983,7 +996,7 @@ mod tests {
         pk.to_encoded_point(false).as_bytes()[1..].to_vec()
     }
 
-    /// Issue 13 item 3: RSA in 9A, P-256 in 9C (signing) and in 9D (key
+    /// RSA in 9A, P-256 in 9C (signing) and in 9D (key
     /// agreement). Every container is served by default, each ECC key with
     /// the magic, size field and certificate file of its role; turning ECC
     /// off still serves the RSA container.

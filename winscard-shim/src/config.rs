@@ -473,7 +473,7 @@ mod tests {
         );
     }
 
-    /// Issue 11 item 6: with a passphrase configured, a plain card file
+    /// With a passphrase configured, a plain card file
     /// (a sealed one swapped for it) is refused, naming the file, unless
     /// VIRTUAL_PIV_ALLOW_PLAIN_CARD=1.
     #[test]

@@ -1,4 +1,4 @@
-//! FFI abuse of the pcsc-lite build under valgrind (issue 7, item 6).
+//! FFI abuse of the pcsc-lite build under valgrind.
 //!
 //! `tests/ffi_abuse/abuse.c` drives every export of `libwinscard.so`
 //! through the C ABI (NULL pointers, zero lengths, tiny buffers,

@@ -1,4 +1,4 @@
-//! Linux end-to-end tests of the pcsc-lite build (issue 5): real clients
+//! Linux end-to-end tests of the pcsc-lite build: real clients
 //! use our library with no pcscd in the path. OpenSC is pointed at it with
 //! `reader_driver pcsc { provider_library = ... }`; the `pcsc` crate
 //! client loads it as libpcsclite.so.1 through LD_LIBRARY_PATH.
@@ -522,9 +522,8 @@ impl Drop for Child {
     }
 }
 
-/// Issue 5 (b): the shim's remote backend against the real `vreader
-/// --listen`, OpenSC on top, over the link `vreader pair` set up (issue 11
-/// item 3).
+/// The shim's remote backend against the real `vreader --listen`,
+/// OpenSC on top, over the link `vreader pair` set up.
 #[test]
 fn opensc_against_vreader_listen() {
     use std::io::BufRead;

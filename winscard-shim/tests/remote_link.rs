@@ -1,4 +1,4 @@
-//! Issue 11 item 3: the shim's remote backend gives nothing to a card host
+//! The shim's remote backend gives nothing to a card host
 //! it is not paired with. A fake card host that speaks plain vpcd (what
 //! any local user can start on the port while vreader is not listening)
 //! must receive no APDU and no PIN, and the shim must say why it refused.

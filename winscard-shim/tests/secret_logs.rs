@@ -1,4 +1,4 @@
-//! Audit issue 11 item 2: no secret reaches a log. A real PC/SC client
+//! No secret reaches a log. A real PC/SC client
 //! (examples/secret_apdus.rs, the `pcsc` crate over our libpcsclite.so.1)
 //! drives every kind of secret-carrying APDU, with a marker inside each
 //! secret, through the shim at debug level: once against a card file in

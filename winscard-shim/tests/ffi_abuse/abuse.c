@@ -1,5 +1,5 @@
 /*
- * FFI abuse driver for the pcsc-lite build of winscard-shim (issue 7.6).
+ * FFI abuse driver for the pcsc-lite build of winscard-shim.
  *
  * Drives every export of libwinscard.so through the C ABI with NULL
  * pointers, zero lengths, tiny buffers, SCARD_AUTOALLOCATE, stale and

@@ -597,6 +597,29 @@ impl Drop for Farm {
     }
 }
 
+/// What a benchmark ran on, for its BENCHMARKS.md section: "N cores
+/// (nproc), CPU, RAM, Linux VERSION. Date: DATE. pcscd V + vsmartcard-vpcd
+/// V".
+pub fn bench_machine() -> String {
+    let sh = |cmd: &str| {
+        Command::new("sh")
+            .args(["-c", cmd])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "{} cores (nproc), {}, {}, Linux {}. Date: {}. pcscd {} + vsmartcard-vpcd {}",
+        sh("nproc"),
+        sh("sed -n 's/^model name\\s*: //p' /proc/cpuinfo | head -1"),
+        sh("awk '/MemTotal/ {printf \"%.0f GB RAM\", $2/1048576}' /proc/meminfo"),
+        sh("uname -r"),
+        sh("date -u '+%Y-%m-%d %H:%M UTC'"),
+        sh("dpkg-query -W -f '${Version}' pcscd"),
+        sh("dpkg-query -W -f '${Version}' vsmartcard-vpcd"),
+    )
+}
+
 /// A card that answers 9000 to every APDU, reading and writing as vreader
 /// does (TCP_NODELAY, TCP_QUICKACK before each read, buffered frame
 /// decoding, one write per frame) with no card behind it: the floor of

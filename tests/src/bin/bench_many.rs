@@ -228,23 +228,10 @@ fn main() {
     }
     drop(farm);
 
-    let sh = |cmd: &str| {
-        Command::new("sh")
-            .args(["-c", cmd])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
     println!("## Sixteen cards at once\n");
     println!(
-        "Machine: {} cores (nproc), {}, {}, Linux {}. Date: {}. pcscd {} (`pcscd -f -c` with the configuration of `vreader readers --count 16 --standalone`, no debug log) + vsmartcard-vpcd {}. vreader: {} (release build), one process serving 16 card files (`vreader run --cards DIR`). Clients: one thread per card in one process, each with its own PC/SC context and connection, looping on GET VERSION `00 FD 00 00 00` (SCardTransmit through the `pcsc` crate) for {per_round:.2} s after 20 warm-up round trips, all started together; {rounds} rounds in which the rows alternate. Floor: one do-nothing card process per reader, socket handling as vreader's.\n\nCommand: `cargo run --release -p e2e --bin bench_many -- {secs}` (takes the e2e lock; restarts pcscd with 16 readers and puts the stock two back).\n",
-        sh("nproc"),
-        sh("sed -n 's/^model name\\s*: //p' /proc/cpuinfo | head -1"),
-        sh("awk '/MemTotal/ {printf \"%.0f GB RAM\", $2/1048576}' /proc/meminfo"),
-        sh("uname -r"),
-        sh("date -u '+%Y-%m-%d %H:%M UTC'"),
-        sh("dpkg-query -W -f '${Version}' pcscd"),
-        sh("dpkg-query -W -f '${Version}' vsmartcard-vpcd"),
+        "Machine: {}. pcscd as `pcscd -f -c` with the configuration of `vreader readers --count 16 --standalone`, no debug log. vreader: {} (release build), one process serving 16 card files (`vreader run --cards DIR`). Clients: one thread per card in one process, each with its own PC/SC context and connection, looping on GET VERSION `00 FD 00 00 00` (SCardTransmit through the `pcsc` crate) for {per_round:.2} s after 20 warm-up round trips, all started together; {rounds} rounds in which the rows alternate. Floor: one do-nothing card process per reader, socket handling as vreader's.\n\nCommand: `cargo run --release -p e2e --bin bench_many -- {secs}` (takes the e2e lock; restarts pcscd with 16 readers and puts the stock two back).\n",
+        e2e::bench_machine(),
         vreader.display(),
     );
     println!("| configuration | round trips | aggregate round trips/s | p50 (median of cards) | p99 (best card - worst card) |");

@@ -201,30 +201,10 @@ fn main() {
         s
     });
 
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    let sh = |cmd: &str| {
-        Command::new("sh")
-            .args(["-c", cmd])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
     println!("## vreader round trip\n");
     println!(
-        "Machine: {} cores (nproc), {cpu}, {}, Linux {}. Date: {}. pcscd {} + vsmartcard-vpcd {}, {}. vreader: {} (release build). All rows in the same run, one after the other, on the same reader (`Virtual PCD 00 00`). APDU: GET VERSION `00 FD 00 00 00` through the `pcsc` crate (SCardTransmit), {n} round trips per card after 20 warm-up ({vicc_n} for vicc); the floor and vreader alternate in {rounds} rounds of {per_round}.\n\nCommand: `cargo run --release -p e2e --bin bench_roundtrip -- {n}` (pcscd running; takes the e2e lock).\n",
-        sh("nproc"),
-        sh("awk '/MemTotal/ {printf \"%.0f GB RAM\", $2/1048576}' /proc/meminfo"),
-        sh("uname -r"),
-        sh("date -u '+%Y-%m-%d %H:%M UTC'"),
-        sh("dpkg-query -W -f '${Version}' pcscd"),
-        sh("dpkg-query -W -f '${Version}' vsmartcard-vpcd"),
+        "Machine: {}, {}. vreader: {} (release build). All rows in the same run, one after the other, on the same reader (`Virtual PCD 00 00`). APDU: GET VERSION `00 FD 00 00 00` through the `pcsc` crate (SCardTransmit), {n} round trips per card after 20 warm-up ({vicc_n} for vicc); the floor and vreader alternate in {rounds} rounds of {per_round}.\n\nCommand: `cargo run --release -p e2e --bin bench_roundtrip -- {n}` (pcscd running; takes the e2e lock).\n",
+        e2e::bench_machine(),
         if debug_pcscd {
             "pcscd -f -d -a (debug and APDU log)"
         } else {

@@ -5,6 +5,8 @@
 //! state [`store`], which writes every change atomically before the card
 //! answers, so a crash at any instant leaves a loadable card.
 
+#![forbid(unsafe_code)]
+
 pub mod access;
 pub mod apdu;
 pub mod card;

@@ -7,6 +7,8 @@
 //! anything else a command APDU; the card answers `GetAtr` and APDUs with
 //! one frame each and answers nothing to the other control codes.
 
+#![forbid(unsafe_code)]
+
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use zeroize::Zeroizing;

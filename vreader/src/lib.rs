@@ -7,6 +7,8 @@
 //! up, or (with `--insecure-plain-listen`) plain vpcd, e.g. vpcd's reverse
 //! mode.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod credentials;
 pub mod host;

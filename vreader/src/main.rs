@@ -2,6 +2,8 @@
 //!
 //! One function per subcommand; the clap types are in `vreader::cli`.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -6,6 +6,10 @@
 //! All logic is plain Rust in [`shim`] (contexts, readers, handles,
 //! transactions, status changes), [`cache`] (the msclmd cache items) and
 //! [`config`]; the two ABI modules only translate pointers and integers.
+//! They, and the buffer helpers they share, are the only modules allowed
+//! `unsafe`.
+
+#![deny(unsafe_code)]
 
 pub mod backend;
 pub mod cache;
@@ -21,10 +25,13 @@ pub mod shim;
 /// call exactly what a C client calls.
 #[cfg(not(windows))]
 #[doc(hidden)]
+#[allow(unsafe_code)]
 pub mod abi_pcsclite;
+#[allow(unsafe_code)]
 mod abi_util;
 #[cfg(windows)]
 #[doc(hidden)]
+#[allow(unsafe_code)]
 pub mod abi_windows;
 
 use std::sync::OnceLock;

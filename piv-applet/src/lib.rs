@@ -21,6 +21,7 @@ pub mod redact;
 pub mod refusal;
 pub mod rsa_key;
 pub mod sealed;
+pub mod sm;
 pub mod state;
 pub mod store;
 pub mod tlv;

@@ -1,11 +1,10 @@
 //! The card: session state, lifecycle and the command dispatcher.
 //!
-//! A command goes through three steps, each in its own module: the
-//! [`transport`] undoes chaining and GET RESPONSE, the [`command`] step
-//! parses it into a typed command (every malformed command is refused
-//! there), and a handler executes it: [`objects`], [`pins`],
-//! [`authenticate`], [`yubikey`]. The card's owner uses [`provision`]
-//! instead, without APDUs.
+//! A command goes through three steps, each in its own module: `transport`
+//! undoes chaining and GET RESPONSE, `command` parses it into a typed
+//! command (every malformed command is refused there), and a handler
+//! executes it (`select`, `objects`, `pins`, `authenticate`, `yubikey`).
+//! The card's owner uses `provision` instead, without APDUs.
 
 use std::path::Path;
 

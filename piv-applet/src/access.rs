@@ -11,7 +11,7 @@
 //! "PIN required for read"; the YubiKey commands' "requires management
 //! key" notes).
 
-use crate::enums::{Ins, ObjectId, PinPolicy, Slot};
+use crate::enums::{Ins, ObjectId, PinPolicy, Slot, TouchPolicy};
 
 /// What reading a data object needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,18 +194,33 @@ pub enum KeyUseRule {
     PinJustVerified,
 }
 
-/// The policy a key really has: the slot's default filled in (a YubiKey
-/// fixes it when the key is made; the default of each slot is Yubico's).
-pub fn resolve_pin_policy(slot: Slot, policy: PinPolicy) -> PinPolicy {
-    match policy {
+/// The policies a key really has: "default" replaced by the slot's PIN
+/// policy (Yubico's default of each slot) and by "never" for touch. A
+/// YubiKey fixes them when the key is made ([`KeySlot::new`]); the
+/// attestation's policy extension and the key-use rule apply the same
+/// resolution to policies that may come unresolved.
+///
+/// [`KeySlot::new`]: crate::state::KeySlot::new
+pub fn resolve_policies(
+    slot: Slot,
+    pin: PinPolicy,
+    touch: TouchPolicy,
+) -> (PinPolicy, TouchPolicy) {
+    let pin = match pin {
         PinPolicy::Default => slot.default_pin_policy(),
         p => p,
-    }
+    };
+    let touch = match touch {
+        TouchPolicy::Default => TouchPolicy::Never,
+        t => t,
+    };
+    (pin, touch)
 }
 
 /// The rule for using a key with this (resolved or not) policy in `slot`.
 pub fn key_use_rule(slot: Slot, policy: PinPolicy) -> KeyUseRule {
-    match resolve_pin_policy(slot, policy) {
+    let (pin, _) = resolve_policies(slot, policy, TouchPolicy::Default);
+    match pin {
         PinPolicy::Never => KeyUseRule::Free,
         PinPolicy::Always | PinPolicy::MatchAlways => KeyUseRule::PinJustVerified,
         // Once and MatchOnce (the card has no biometrics, so a match is

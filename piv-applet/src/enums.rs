@@ -234,9 +234,16 @@ impl Slot {
     }
 
     /// One of the 24 PIV slots (not the attestation slot): what every
-    /// command but ATTEST and IMPORT accepts as a key.
+    /// command but IMPORT, GET METADATA and MOVE KEY's delete accepts as a
+    /// key.
     pub fn new_piv(key_ref: u8) -> Option<Slot> {
-        Slot::new(key_ref).filter(|s| *s != Slot::ATTESTATION)
+        Slot::new(key_ref).filter(|s| s.is_piv())
+    }
+
+    /// Whether this is one of the 24 PIV slots: F9 holds the attestation
+    /// key, which signs attestations and nothing else.
+    pub fn is_piv(self) -> bool {
+        self != Slot::ATTESTATION
     }
 
     /// The key reference byte.
@@ -255,7 +262,7 @@ impl Slot {
 
     /// The 24 PIV slots (without the attestation slot).
     pub fn piv() -> impl Iterator<Item = Slot> {
-        Slot::all().filter(|s| *s != Slot::ATTESTATION)
+        Slot::all().filter(|s| s.is_piv())
     }
 
     /// Retired key number 1..=20, if this is a retired key slot.

@@ -1,8 +1,8 @@
 //! What a card remembers across power cycles: identity, PINs, keys, objects.
 //!
 //! This is the persistent half of the card; the session half (who is logged
-//! in, pending challenges, chaining buffers) lives in `card.rs` and is lost
-//! on reset, as on a real card.
+//! in, pending challenges, chaining buffers) lives in [`crate::card`] and is
+//! lost on reset, as on a real card.
 
 use std::collections::BTreeMap;
 
@@ -155,13 +155,12 @@ impl KeySlot {
         touch_policy: TouchPolicy,
         origin: KeyOrigin,
     ) -> KeySlot {
+        let (pin_policy, touch_policy) =
+            crate::access::resolve_policies(slot, pin_policy, touch_policy);
         KeySlot {
             key,
-            pin_policy: crate::access::resolve_pin_policy(slot, pin_policy),
-            touch_policy: match touch_policy {
-                TouchPolicy::Default => TouchPolicy::Never,
-                t => t,
-            },
+            pin_policy,
+            touch_policy,
             origin,
         }
     }

@@ -398,11 +398,8 @@ pub fn attestation(
         "CN=YubiKey PIV Attestation {:02x}",
         what.slot.key_ref()
     ))?;
-    let pin_policy = crate::access::resolve_pin_policy(what.slot, what.pin_policy);
-    let touch_policy = match what.touch_policy {
-        TouchPolicy::Default => TouchPolicy::Never,
-        t => t,
-    };
+    let (pin_policy, touch_policy) =
+        crate::access::resolve_policies(what.slot, what.pin_policy, what.touch_policy);
     let extensions = vec![
         extension(OID_YUBICO_FIRMWARE, false, what.firmware.to_vec())?,
         extension(OID_YUBICO_SERIAL, false, what.serial.to_der()?)?,

@@ -1,0 +1,169 @@
+//! Provisioning: direct access for the card's owner (the CLI works on a
+//! card file it holds), bypassing PIN and management key. Every change is
+//! saved before returning.
+
+use super::command::PinRef;
+use super::{put_back, Card, CardError};
+use crate::enums::{AlgorithmId, KeyOrigin, KeyRef, PinPolicy, Slot, TouchPolicy};
+use crate::keys::KeyMaterial;
+use crate::mgmt::ManagementKey;
+use crate::state::{is_valid_new_pin, CardState, KeySlot, PIN_BLOCK_LEN};
+use crate::x509;
+
+impl Card {
+    /// Generates a key in a slot; returns its SubjectPublicKeyInfo DER.
+    pub fn generate_key(
+        &mut self,
+        slot: Slot,
+        alg: AlgorithmId,
+        pin_policy: PinPolicy,
+        touch_policy: TouchPolicy,
+    ) -> Result<Vec<u8>, CardError> {
+        if !alg.is_asymmetric() {
+            return Err(CardError::Invalid(format!(
+                "{alg:?} is not a key algorithm"
+            )));
+        }
+        let key = KeyMaterial::generate(alg)?;
+        let spki = key.public_key_spki_der();
+        self.install_key(
+            slot,
+            KeySlot::new(slot, key, pin_policy, touch_policy, KeyOrigin::Generated),
+        )
+        .map_err(|_| CardError::Invalid("the card file could not be written".into()))?;
+        Ok(spki)
+    }
+
+    /// Puts a private key in a slot.
+    pub fn import_key(
+        &mut self,
+        slot: Slot,
+        key: KeyMaterial,
+        pin_policy: PinPolicy,
+        touch_policy: TouchPolicy,
+    ) -> Result<(), CardError> {
+        self.install_key(
+            slot,
+            KeySlot::new(slot, key, pin_policy, touch_policy, KeyOrigin::Imported),
+        )
+        .map_err(|_| CardError::Invalid("the card file could not be written".into()))
+    }
+
+    /// Puts a private key and, optionally, its certificate in a slot with
+    /// one save: either both are on the card afterwards or neither is.
+    pub fn import_key_and_certificate(
+        &mut self,
+        slot: Slot,
+        key: KeyMaterial,
+        certificate: Option<&[u8]>,
+        pin_policy: PinPolicy,
+        touch_policy: TouchPolicy,
+    ) -> Result<(), CardError> {
+        let id = slot.certificate_object();
+        let ks = KeySlot::new(slot, key, pin_policy, touch_policy, KeyOrigin::Imported);
+        let cert = certificate.map(CardState::certificate_object_value);
+        if let Some(c) = &cert {
+            self.state.check_room(id, c.len())?;
+        }
+        self.save_or_undo(
+            |s| {
+                let old_key = s.keys.insert(slot, ks);
+                let old_cert = cert.map(|c| s.objects.insert(id, c));
+                (old_key, old_cert)
+            },
+            |s, (old_key, old_cert)| {
+                put_back(&mut s.keys, slot, old_key);
+                if let Some(old) = old_cert {
+                    put_back(&mut s.objects, id, old);
+                }
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Sets the PIN (6 to 8 bytes) and resets its retry counter.
+    pub fn set_pin(&mut self, pin: &[u8]) -> Result<(), CardError> {
+        self.set_reference(PinRef::Pin, pin)
+    }
+
+    /// Sets the PUK (6 to 8 bytes) and resets its retry counter.
+    pub fn set_puk(&mut self, puk: &[u8]) -> Result<(), CardError> {
+        self.set_reference(PinRef::Puk, puk)
+    }
+
+    fn set_reference(&mut self, reference: PinRef, value: &[u8]) -> Result<(), CardError> {
+        let block = crate::state::pad_pin(value);
+        if value.len() > PIN_BLOCK_LEN || !is_valid_new_pin(&block) {
+            return Err(CardError::Invalid(
+                "a PIN or PUK has 6 to 8 characters".into(),
+            ));
+        }
+        let key_ref = KeyRef::from(reference);
+        self.save_or_undo(
+            |s| s.replace_reference(key_ref, &block),
+            |s, previous| *s.reference_mut(key_ref) = previous,
+        )?;
+        Ok(())
+    }
+
+    /// Replaces the management key.
+    pub fn set_management_key(&mut self, key: ManagementKey) -> Result<(), CardError> {
+        self.save_or_undo(
+            |s| std::mem::replace(&mut s.mgmt, key),
+            |s, previous| s.mgmt = previous,
+        )?;
+        Ok(())
+    }
+
+    /// A PKCS#10 certificate request signed by a slot's key.
+    pub fn certificate_request(&self, slot: Slot, subject: &str) -> Result<Vec<u8>, CardError> {
+        let ks = self
+            .state
+            .keys
+            .get(&slot)
+            .ok_or_else(|| CardError::Invalid(format!("slot {slot} holds no key")))?;
+        Ok(x509::certificate_request(&ks.key, subject)?)
+    }
+
+    /// Stores a certificate (DER) in a slot's certificate object.
+    pub fn put_certificate(&mut self, slot: Slot, der: &[u8]) -> Result<(), CardError> {
+        let id = slot.certificate_object();
+        let value = CardState::certificate_object_value(der);
+        self.state.check_room(id, value.len())?;
+        self.save_or_undo(
+            |s| s.objects.insert(id, value),
+            |s, previous| put_back(&mut s.objects, id, previous),
+        )?;
+        Ok(())
+    }
+
+    /// The certificate DER in a slot, if any.
+    pub fn certificate(&self, slot: Slot) -> Option<Vec<u8>> {
+        self.state.certificate(slot)
+    }
+
+    /// The public key (SubjectPublicKeyInfo DER) of a slot's key, if any.
+    pub fn public_key(&self, slot: Slot) -> Option<Vec<u8>> {
+        self.state
+            .keys
+            .get(&slot)
+            .map(|ks| ks.key.public_key_spki_der())
+    }
+
+    /// Makes a self-signed certificate for a slot's key, stores it in the
+    /// slot and returns it.
+    pub fn self_sign(
+        &mut self,
+        slot: Slot,
+        req: &x509::CertRequest<'_>,
+    ) -> Result<Vec<u8>, CardError> {
+        let ks = self
+            .state
+            .keys
+            .get(&slot)
+            .ok_or_else(|| CardError::Invalid(format!("slot {slot} holds no key")))?;
+        let der = x509::self_signed(&ks.key, req)?;
+        self.put_certificate(slot, &der)?;
+        Ok(der)
+    }
+}

@@ -1,0 +1,52 @@
+//! SELECT (ISO 7816-4 11.1.1): the PIV application or the YubiKey
+//! Management application, and the answer each gives.
+
+use super::command::{parse_select, Applet};
+use super::{Card, Res, Session};
+use crate::apdu::Response;
+use crate::device;
+use crate::enums::{AlgorithmId, PIV_AID, PIV_RID_LEN};
+use crate::refusal::Refusal;
+use crate::tlv;
+
+impl Card {
+    pub(super) fn select(&mut self, p1: u8, aid: &[u8]) -> Res {
+        let Some(applet) = parse_select(p1, aid)? else {
+            self.session = Session::default();
+            return Err(Refusal::NoApplication);
+        };
+        // Selecting another application ends the PIV session (PIN,
+        // management key); selecting PIV again keeps it.
+        if self.session.selected != Some(applet) {
+            self.session = Session::default();
+        }
+        self.session.selected = Some(applet);
+        Ok(Response::ok(match applet {
+            Applet::Piv => application_property_template(),
+            Applet::Management => device::select_answer(&self.state.identity),
+        }))
+    }
+}
+
+/// The SELECT answer: application property template with the PIX and
+/// version, the coexistent tag allocation authority, and the algorithms
+/// the card supports (SP 800-73-4 part 2, table 3).
+pub fn application_property_template() -> Vec<u8> {
+    let mut inner = Vec::new();
+    tlv::write(&mut inner, 0x4F, &PIV_AID[PIV_RID_LEN..]);
+    tlv::write(
+        &mut inner,
+        0x79,
+        &tlv::encode(0x4F, &PIV_AID[..PIV_RID_LEN]),
+    );
+    let mut algs = Vec::new();
+    for alg in AlgorithmId::ASYMMETRIC
+        .into_iter()
+        .chain(AlgorithmId::SYMMETRIC)
+    {
+        tlv::write(&mut algs, 0x80, &[alg.into()]);
+    }
+    tlv::write(&mut algs, 0x06, &[]);
+    tlv::write(&mut inner, 0xAC, &algs);
+    tlv::encode(0x61, &inner)
+}

@@ -434,6 +434,10 @@ pub enum StatusWord {
     WrongLength,
     LogicalChannelNotSupported,
     SecureMessagingNotSupported,
+    /// 6987: a secure messaging data object the command needs is missing.
+    SmObjectMissing,
+    /// 6988: a secure messaging data object is wrong (MAC, padding).
+    SmObjectIncorrect,
     SecurityStatusNotSatisfied,
     AuthMethodBlocked,
     DataInvalid,
@@ -469,6 +473,8 @@ impl From<u16> for StatusWord {
             0x6700 => StatusWord::WrongLength,
             0x6881 => StatusWord::LogicalChannelNotSupported,
             0x6882 => StatusWord::SecureMessagingNotSupported,
+            0x6987 => StatusWord::SmObjectMissing,
+            0x6988 => StatusWord::SmObjectIncorrect,
             0x6982 => StatusWord::SecurityStatusNotSatisfied,
             0x6983 => StatusWord::AuthMethodBlocked,
             0x6984 => StatusWord::DataInvalid,
@@ -499,6 +505,8 @@ impl From<StatusWord> for u16 {
             StatusWord::WrongLength => 0x6700,
             StatusWord::LogicalChannelNotSupported => 0x6881,
             StatusWord::SecureMessagingNotSupported => 0x6882,
+            StatusWord::SmObjectMissing => 0x6987,
+            StatusWord::SmObjectIncorrect => 0x6988,
             StatusWord::SecurityStatusNotSatisfied => 0x6982,
             StatusWord::AuthMethodBlocked => 0x6983,
             StatusWord::DataInvalid => 0x6984,

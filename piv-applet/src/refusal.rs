@@ -73,6 +73,12 @@ pub enum Refusal {
     BadCla,
     /// Secure messaging requested in CLA.
     SecureMessaging,
+    /// A secure messaging data object (the MAC) is missing; the session
+    /// ends.
+    SmObjectMissing,
+    /// A secure messaging data object is wrong (MAC, padding, encoding);
+    /// the session ends.
+    SmObjectIncorrect,
     /// A logical channel other than the basic one requested in CLA.
     LogicalChannel,
     /// The APDU itself is malformed (lengths disagree).
@@ -159,6 +165,11 @@ impl Refusal {
             Refusal::BadCla => S::ClaNotSupported,
             // I: ISO 7816-4; SP 3.2 (no secure messaging on this card).
             Refusal::SecureMessaging => S::SecureMessagingNotSupported,
+            // D: SP 4.4 and ISO 7816-4 ("expected SM data objects
+            // missing", "SM data objects incorrect"); M: OpenSC card-piv.c
+            // `piv_sm_errors` maps both. YubiKeys have no PIV SM.
+            Refusal::SmObjectMissing => S::SmObjectMissing,
+            Refusal::SmObjectIncorrect => S::SmObjectIncorrect,
             // I: ISO 7816-4; SP 3.2 (basic channel only).
             Refusal::LogicalChannel => S::LogicalChannelNotSupported,
             // I: ISO 7816-4 "wrong length".

@@ -230,9 +230,24 @@ impl Identity {
 /// The Discovery object (tag 7E, stored as a bare TLV): PIV AID and a PIN
 /// usage policy of "PIV PIN only, PIV PIN primary".
 pub fn default_discovery() -> Vec<u8> {
+    discovery(None)
+}
+
+/// The Discovery object for a card's secure messaging set-up: with the
+/// contactless profile, the PIN usage policy also says that the virtual
+/// contact interface is implemented (08) and, without a pairing code,
+/// that it opens without one (04) (SP 800-73-4 part 1, 3.3.2).
+pub fn discovery(sm: Option<&SecureMessaging>) -> Vec<u8> {
+    let mut policy = 0x40;
+    if let Some(sm) = sm.filter(|sm| sm.contactless) {
+        policy |= 0x08;
+        if sm.pairing_code.is_none() {
+            policy |= 0x04;
+        }
+    }
     let mut inner = Vec::new();
     tlv::write(&mut inner, 0x4F, &crate::enums::PIV_AID);
-    tlv::write(&mut inner, 0x5F2F, &[0x40, 0x00]);
+    tlv::write(&mut inner, 0x5F2F, &[policy, 0x00]);
     tlv::encode(0x7E, &inner)
 }
 
@@ -260,6 +275,32 @@ pub struct CardState {
     /// Data objects by id. Values are what GET DATA wraps in tag 53, except
     /// Discovery (7E) and BIT group template (7F61), stored as bare TLVs.
     pub objects: BTreeMap<ObjectId, Vec<u8>>,
+    /// Secure messaging, when the card offers it.
+    pub secure_messaging: Option<SecureMessaging>,
+}
+
+/// The card's secure messaging set-up (SP 800-73-4 Part 2 §4): its key
+/// (reference 04), the CVC that certifies it, and the virtual contact
+/// interface.
+#[derive(Clone)]
+pub struct SecureMessaging {
+    pub key: crate::sm::SmKey,
+    /// The card verifiable certificate the card sends in key
+    /// establishment.
+    pub cvc: Vec<u8>,
+    /// The card behaves as on the contactless interface: PIN, key and
+    /// other contact-only operations need the virtual contact interface
+    /// (secure messaging, and the pairing code if there is one).
+    pub contactless: bool,
+    /// The pairing code (eight ASCII digits) that opens the virtual
+    /// contact interface; without one, secure messaging alone does.
+    pub pairing_code: Option<Zeroizing<[u8; crate::sm::PAIRING_CODE_LEN]>>,
+}
+
+impl SecureMessaging {
+    pub fn suite(&self) -> crate::sm::CipherSuite {
+        self.key.suite()
+    }
 }
 
 impl core::fmt::Debug for CardState {
@@ -277,6 +318,10 @@ impl core::fmt::Debug for CardState {
             .field("mgmt_touch", &self.mgmt_touch)
             .field("keys", &self.keys)
             .field("object_sizes", &sizes)
+            .field(
+                "secure_messaging",
+                &self.secure_messaging.as_ref().map(|sm| sm.suite()),
+            )
             .finish()
     }
 }
@@ -303,6 +348,15 @@ impl CardState {
         let mut objects = CardState::factory_objects(&self.identity);
         if let Some(cert) = self.objects.get(&ObjectId::YUBICO_ATTESTATION) {
             objects.insert(ObjectId::YUBICO_ATTESTATION, cert.clone());
+        }
+        // Secure messaging is the issuer's, as the attestation key is: it
+        // stays, and so do its signer's certificate and the Discovery
+        // object that announces it.
+        if let Some(sm) = &self.secure_messaging {
+            if let Some(cert) = self.objects.get(&ObjectId::SM_CERT_SIGNER) {
+                objects.insert(ObjectId::SM_CERT_SIGNER, cert.clone());
+            }
+            objects.insert(ObjectId::DISCOVERY, discovery(Some(sm)));
         }
         ResetUndo {
             pin: std::mem::replace(&mut self.pin, PinState::new(DEFAULT_PIN, DEFAULT_TRIES)),

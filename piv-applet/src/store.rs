@@ -390,6 +390,28 @@ struct FileV1 {
     keys: BTreeMap<String, KeyV1>,
     #[serde(default)]
     objects: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secure_messaging: Option<SmV1>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmV1 {
+    cipher_suite: String,
+    private_key: String,
+    cvc: String,
+    contactless: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pairing_code: Option<String>,
+}
+
+impl Drop for SmV1 {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.private_key);
+        if let Some(code) = self.pairing_code.as_mut() {
+            zeroize::Zeroize::zeroize(code);
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -511,6 +533,16 @@ pub fn to_bytes(state: &CardState) -> Zeroizing<Vec<u8>> {
             .iter()
             .map(|(id, v)| (id.to_string(), hex::encode_upper(v)))
             .collect(),
+        secure_messaging: state.secure_messaging.as_ref().map(|sm| SmV1 {
+            cipher_suite: sm.suite().name().into(),
+            private_key: hex::encode(&sm.key.to_bytes()[..]),
+            cvc: hex::encode_upper(&sm.cvc),
+            contactless: sm.contactless,
+            pairing_code: sm
+                .pairing_code
+                .as_ref()
+                .map(|c| String::from_utf8_lossy(&c[..]).into_owned()),
+        }),
     };
     let mut out = Zeroizing::new(Vec::with_capacity(16 * 1024));
     serde_json::to_writer_pretty(&mut *out, &file).expect("serialising to memory cannot fail");
@@ -717,6 +749,42 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<CardState, StoreError> {
             .ok_or_else(|| bad(&field, "not a PIV data object tag"))?;
         objects.insert(id, fixed(&field, value, 0)?);
     }
+    let secure_messaging = match &file.secure_messaging {
+        None => None,
+        Some(sm) => {
+            let suite = crate::sm::CipherSuite::from_name(&sm.cipher_suite)
+                .ok_or_else(|| bad("secure_messaging.cipher_suite", "must be CS2 or CS7"))?;
+            let scalar = Zeroizing::new(fixed("secure_messaging.private_key", &sm.private_key, 0)?);
+            let key = crate::sm::SmKey::from_bytes(suite, &scalar).ok_or_else(|| {
+                bad(
+                    "secure_messaging.private_key",
+                    "not a private key on the cipher suite's curve",
+                )
+            })?;
+            let cvc = fixed("secure_messaging.cvc", &sm.cvc, 0)?;
+            let decoded = crate::sm::Cvc::decode(&cvc)
+                .map_err(|e| bad("secure_messaging.cvc", &e.to_string()))?;
+            if decoded.public_point != key.public_point() {
+                return Err(bad(
+                    "secure_messaging.cvc",
+                    "certifies another key than secure_messaging.private_key",
+                ));
+            }
+            let pairing_code = match &sm.pairing_code {
+                None => None,
+                Some(code) => Some(Zeroizing::new(
+                    crate::sm::parse_pairing_code(code)
+                        .map_err(|e| bad("secure_messaging.pairing_code", e))?,
+                )),
+            };
+            Some(crate::state::SecureMessaging {
+                key,
+                cvc,
+                contactless: sm.contactless,
+                pairing_code,
+            })
+        }
+    };
     Ok(CardState {
         identity,
         pin: pin("pin", &file.pin)?,
@@ -725,5 +793,6 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<CardState, StoreError> {
         mgmt_touch: touch("management_key.touch_policy", &m.touch_policy)?,
         keys,
         objects,
+        secure_messaging,
     })
 }

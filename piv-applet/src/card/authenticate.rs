@@ -11,6 +11,7 @@ use crate::access::{self, KeyUseRule};
 use crate::apdu::Response;
 use crate::enums::{AlgorithmId, Slot};
 use crate::refusal::Refusal;
+use crate::sm::{CipherSuite, Responder};
 use crate::tlv;
 
 /// A management-key challenge waiting for the host's answer.
@@ -26,6 +27,7 @@ impl Card {
         &mut self,
         what: Authenticate<'_>,
         pin_just_verified: bool,
+        secure: bool,
     ) -> Res {
         match what {
             Authenticate::Random => {
@@ -39,7 +41,35 @@ impl Card {
                 alg,
                 operation,
             } => self.use_key(slot, alg, operation, pin_just_verified),
+            Authenticate::SecureMessaging { algorithm, request } => {
+                self.establish_secure_messaging(algorithm, request, secure)
+            }
         }
+    }
+
+    /// The card's side of secure messaging key establishment: a new
+    /// session (with the VCI closed) replaces any old one. A card without
+    /// secure messaging answers as for any key reference it does not
+    /// have; a session is established in the clear only.
+    fn establish_secure_messaging(&mut self, algorithm: u8, request: &[u8], secure: bool) -> Res {
+        let Some(sm) = &self.state.secure_messaging else {
+            return Err(Refusal::BadP1P2);
+        };
+        if CipherSuite::from_algorithm(algorithm) != Some(sm.suite()) {
+            return Err(Refusal::AlgorithmMismatch);
+        }
+        if secure {
+            return Err(Refusal::OutOfOrder);
+        }
+        self.session.sm = None;
+        self.session.vci = false;
+        let responder = Responder {
+            key: &sm.key,
+            cvc: &sm.cvc,
+        };
+        let (answer, channel) = responder.respond(request).map_err(|e| e.refusal())?;
+        self.session.sm = Some(channel);
+        Ok(Response::ok(answer))
     }
 
     fn use_key(

@@ -17,6 +17,7 @@ use crate::enums::{
 };
 use crate::mgmt::ManagementKey;
 use crate::refusal::Refusal;
+use crate::sm;
 use crate::state::PIN_BLOCK_LEN;
 use crate::tlv;
 
@@ -73,18 +74,21 @@ pub(super) fn parse_select(p1: u8, aid: &[u8]) -> Result<Option<Applet>, Refusal
     })
 }
 
-/// CLA rules of SP 800-73-4 part 2, 3.2: only the basic channel without
-/// secure messaging, optionally with the chaining bit. Checked on every
-/// APDU of a chain, before the chain is assembled.
-pub(super) fn check_cla(cla: u8) -> Result<(), Refusal> {
+/// CLA rules of SP 800-73-4 part 2, 3.2: the basic channel, optionally
+/// with the chaining bit; secure messaging (0C) only on a card that offers
+/// it. Checked on every APDU of a chain, before the chain is assembled.
+/// `Ok(true)`: the command is secure-messaging protected.
+pub(super) fn check_cla(cla: u8, sm_offered: bool) -> Result<bool, Refusal> {
     if cla & 0xE0 != 0 {
         Err(Refusal::BadCla)
+    } else if cla & 0x0C == 0x0C && sm_offered && cla & 0x03 == 0 {
+        Ok(true)
     } else if cla & 0x0C != 0 {
         Err(Refusal::SecureMessaging)
     } else if cla & 0x03 != 0 {
         Err(Refusal::LogicalChannel)
     } else {
-        Ok(())
+        Ok(false)
     }
 }
 
@@ -97,6 +101,8 @@ pub(super) enum Verify<'a> {
     Status,
     /// Check this padded PIN.
     Check(&'a [u8]),
+    /// Check the VCI pairing code (key reference 98).
+    PairingCode(&'a [u8]),
 }
 
 /// The algorithm and policies of a key to make (GENERATE's template AC).
@@ -148,6 +154,39 @@ pub(super) enum Authenticate<'a> {
         alg: AlgorithmId,
         operation: Deferred<Operation<'a>>,
     },
+    /// Secure messaging key establishment with the cipher suite P1 names
+    /// (key reference 04); `request` is the whole data field.
+    SecureMessaging { algorithm: u8, request: &'a [u8] },
+}
+
+impl PivCommand<'_> {
+    /// Whether the command is for the contact interface only (SP 800-73-4
+    /// part 1, table 1 and 2.1): everything but reading the objects that
+    /// are free on the contactless interface (CHUID, Card Authentication
+    /// certificate, Discovery, Secure Messaging Certificate Signer), the
+    /// Card Authentication key, secure messaging key establishment and the
+    /// pairing code (which its handler takes only within secure
+    /// messaging), and the YubiKey version and serial that ykman reads
+    /// before anything else.
+    pub(super) fn is_contact_only(&self) -> bool {
+        match self {
+            PivCommand::GetData(id) => !matches!(
+                *id,
+                ObjectId::CHUID
+                    | ObjectId::CERT_CARD_AUTH
+                    | ObjectId::DISCOVERY
+                    | ObjectId::SM_CERT_SIGNER
+            ),
+            PivCommand::GeneralAuthenticate(Authenticate::Key { slot, .. }) => {
+                *slot != Slot::CARD_AUTHENTICATION
+            }
+            PivCommand::GeneralAuthenticate(Authenticate::SecureMessaging { .. })
+            | PivCommand::Verify(Verify::PairingCode(_))
+            | PivCommand::GetVersion
+            | PivCommand::GetSerial => false,
+            _ => true,
+        }
+    }
 }
 
 /// What GET METADATA describes.
@@ -402,6 +441,9 @@ fn put_data_object(data: &[u8]) -> Deferred<(ObjectId, Vec<u8>)> {
 }
 
 fn verify(p1: u8, p2: u8, data: &[u8]) -> Result<Verify<'_>, Refusal> {
+    if p2 == sm::PAIRING_CODE_REFERENCE && p1 == 0 {
+        return Ok(Verify::PairingCode(data));
+    }
     if PinRef::new(p2) != Some(PinRef::Pin) {
         return Err(Refusal::NoReference);
     }
@@ -448,6 +490,12 @@ fn general_authenticate(p1: u8, p2: u8, data: &[u8]) -> Result<Authenticate<'_>,
             _ => Err(Refusal::BadData),
         };
         return Ok(Authenticate::Management { alg, step });
+    }
+    if p2 == sm::KEY_REFERENCE {
+        return Ok(Authenticate::SecureMessaging {
+            algorithm: p1,
+            request: data,
+        });
     }
     // F9 is answered as any key reference GENERAL AUTHENTICATE does not
     // take (6A86, incorrect P1-P2). Yubico documents F9 only for ATTEST,

@@ -39,7 +39,7 @@ use command::{Applet, ManagementCommand, PivCommand};
 use transport::{Chain, Req};
 
 pub use crate::state::{NoRoom, MAX_OBJECT_SIZE, MAX_TOTAL_OBJECTS};
-pub use select::application_property_template;
+pub use select::{application_property_template, application_property_template_for};
 pub use transport::MAX_CHAINED_COMMAND;
 
 /// What the card does when a key's touch policy asks for a touch: the
@@ -112,6 +112,15 @@ struct Session {
     chain: Option<Chain>,
     /// Response bytes still to be fetched with GET RESPONSE.
     pending: Option<Zeroizing<Vec<u8>>>,
+    /// The secure messaging session, if one was established (its keys are
+    /// wiped when it drops: reset, SELECT, a failed check).
+    sm: Option<crate::sm::Channel>,
+    /// The virtual contact interface is open: the pairing code was
+    /// presented within the current secure messaging session.
+    vci: bool,
+    /// The command running under secure messaging ends the session once
+    /// its answer is protected (a wrong pairing code).
+    sm_ends: bool,
 }
 
 impl Session {
@@ -216,6 +225,7 @@ impl Card {
             mgmt_touch: TouchPolicy::Never,
             keys,
             objects,
+            secure_messaging: None,
         })
     }
 
@@ -362,7 +372,10 @@ impl Card {
         match self.session.selected {
             Some(Applet::Piv) => {
                 let cmd = PivCommand::parse(req.ins, req.p1, req.p2, req.data)?;
-                self.execute(cmd, req.pin_just_verified)
+                if !self.interface_allows(&cmd, req.secure) {
+                    return Err(Refusal::SecurityStatus);
+                }
+                self.execute(cmd, req.pin_just_verified, req.secure)
             }
             Some(Applet::Management) => match ManagementCommand::parse(req.ins, req.p1, req.p2)? {
                 ManagementCommand::ReadConfig { page } => {
@@ -375,18 +388,20 @@ impl Card {
 
     /// Runs a parsed PIV command. `pin_just_verified`: the command before
     /// it was a successful VERIFY.
-    fn execute(&mut self, cmd: PivCommand<'_>, pin_just_verified: bool) -> Res {
+    fn execute(&mut self, cmd: PivCommand<'_>, pin_just_verified: bool, secure: bool) -> Res {
         match cmd {
             PivCommand::GetData(id) => self.get_data(id),
             PivCommand::PutData(object) => self.put_data(object),
-            PivCommand::Verify(v) => self.verify(v),
+            PivCommand::Verify(v) => self.verify(v, secure),
             PivCommand::ChangeReference {
                 reference,
                 old,
                 new,
             } => self.change_reference_data(reference, old, new),
             PivCommand::ResetRetryCounter { puk, new } => self.reset_retry_counter(puk, new),
-            PivCommand::GeneralAuthenticate(a) => self.general_authenticate(a, pin_just_verified),
+            PivCommand::GeneralAuthenticate(a) => {
+                self.general_authenticate(a, pin_just_verified, secure)
+            }
             PivCommand::Generate { slot, spec } => self.generate(slot, spec),
             PivCommand::GetVersion => Ok(Response::ok(self.state.identity.firmware.to_vec())),
             PivCommand::GetSerial => Ok(Response::ok(
@@ -408,6 +423,24 @@ impl Card {
             } => self.set_pin_retries(pin_tries, puk_tries),
             PivCommand::MoveKey(m) => self.move_key(m),
         }
+    }
+
+    /// The virtual contact interface rule (SP 800-73-4 part 1, 2.1 and
+    /// part 2, 4): on a card with the contactless profile, a command that
+    /// is contact-only needs the VCI, that is secure messaging and, if the
+    /// card has a pairing code, the pairing code presented in this session.
+    /// Other cards take every command in the clear, as always.
+    fn interface_allows(&self, cmd: &PivCommand<'_>, secure: bool) -> bool {
+        let Some(sm) = self
+            .state
+            .secure_messaging
+            .as_ref()
+            .filter(|sm| sm.contactless)
+        else {
+            return true;
+        };
+        let vci = secure && (self.session.vci || sm.pairing_code.is_none());
+        vci || !cmd.is_contact_only()
     }
 
     /// Applies `change` to the state and saves it; when the save fails,

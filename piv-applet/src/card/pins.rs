@@ -7,8 +7,37 @@ use crate::apdu::Response;
 use crate::enums::KeyRef;
 use crate::refusal::Refusal;
 use crate::state::is_valid_new_pin;
+use subtle::ConstantTimeEq;
 
 impl Card {
+    /// The VCI pairing code (SP 800-73-4 part 2, 4.2), taken only within
+    /// secure messaging. It has no retry counter in the specification: a
+    /// wrong code ends the secure messaging session instead, so each guess
+    /// costs the host a new key establishment.
+    fn verify_pairing_code(&mut self, code: &[u8], secure: bool) -> Res {
+        let Some(expected) = self
+            .state
+            .secure_messaging
+            .as_ref()
+            .and_then(|sm| sm.pairing_code.as_ref())
+        else {
+            return Err(Refusal::NoReference);
+        };
+        if !secure {
+            return Err(Refusal::SecurityStatus);
+        }
+        if code.len() != expected.len() {
+            return Err(Refusal::BadData);
+        }
+        if bool::from(code.ct_eq(&expected[..])) {
+            self.session.vci = true;
+            Ok(Response::ok(Vec::new()))
+        } else {
+            self.session.sm_ends = true;
+            Err(Refusal::SecurityStatus)
+        }
+    }
+
     /// Checks `candidate` against a PIN or PUK. The retry counter is
     /// decremented and saved before the comparison, so pulling the power
     /// mid-check cannot grant a free try.
@@ -37,8 +66,9 @@ impl Card {
         )
     }
 
-    pub(super) fn verify(&mut self, step: Verify<'_>) -> Res {
+    pub(super) fn verify(&mut self, step: Verify<'_>, secure: bool) -> Res {
         match step {
+            Verify::PairingCode(code) => self.verify_pairing_code(code, secure),
             Verify::Forget => {
                 self.session.pin_verified = false;
                 Ok(Response::ok(Vec::new()))

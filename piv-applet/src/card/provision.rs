@@ -4,9 +4,14 @@
 
 use super::command::PinRef;
 use super::{put_back, Card, CardError};
-use crate::enums::{AlgorithmId, KeyOrigin, KeyRef, PinPolicy, Slot, TouchPolicy};
+use sha2::Digest;
+use zeroize::Zeroizing;
+
+use crate::enums::{AlgorithmId, KeyOrigin, KeyRef, ObjectId, PinPolicy, Slot, TouchPolicy};
 use crate::keys::KeyMaterial;
 use crate::mgmt::ManagementKey;
+use crate::sm::{self, CipherSuite, SmKey};
+use crate::state::{self, SecureMessaging};
 use crate::state::{is_valid_new_pin, CardState, KeySlot, PIN_BLOCK_LEN};
 use crate::x509;
 
@@ -165,5 +170,98 @@ impl Card {
         let der = x509::self_signed(&ks.key, req)?;
         self.put_certificate(slot, &der)?;
         Ok(der)
+    }
+}
+
+impl Card {
+    /// Gives the card secure messaging with `suite`, or a new key and CVC
+    /// if it had it: a fresh key (reference 04), its CVC signed by
+    /// `signer`, whose certificate goes in the Secure Messaging Certificate
+    /// Signer object, and the Discovery object that tells hosts about the
+    /// virtual contact interface. `contactless`: the card behaves as on the
+    /// contactless interface (contact-only commands need the VCI);
+    /// `pairing_code`: eight digits that open the VCI, or none.
+    pub fn enable_secure_messaging(
+        &mut self,
+        suite: CipherSuite,
+        signer: &KeyMaterial,
+        signer_certificate: &[u8],
+        contactless: bool,
+        pairing_code: Option<&str>,
+    ) -> Result<(), CardError> {
+        use der::{Decode, Encode};
+        let cert = x509_cert::Certificate::from_der(signer_certificate)
+            .map_err(|e| CardError::Invalid(format!("the signer's certificate: {e}")))?;
+        let spki = cert
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(|e| CardError::Invalid(format!("the signer's certificate: {e}")))?;
+        if spki != signer.public_key_spki_der() {
+            return Err(CardError::Invalid(
+                "the signer's certificate is for another key than the signer key".into(),
+            ));
+        }
+        let pairing_code = pairing_code
+            .map(|c| sm::parse_pairing_code(c).map(Zeroizing::new))
+            .transpose()
+            .map_err(|e| CardError::Invalid(e.into()))?;
+        let key = SmKey::generate(suite);
+        let issuer_id: [u8; 8] = sha2::Sha256::digest(signer_certificate)[..8]
+            .try_into()
+            .expect("8 bytes");
+        let cvc = sm::cvc::issue(
+            suite,
+            issuer_id,
+            &self.state.identity.guid,
+            &key.public_point(),
+            sm::cvc::ROLE_CARD,
+            signer,
+        )
+        .map_err(|e| CardError::Invalid(e.to_string()))?;
+        let config = SecureMessaging {
+            key,
+            cvc,
+            contactless,
+            pairing_code,
+        };
+        let discovery = state::discovery(Some(&config));
+        let signer_object = CardState::certificate_object_value(signer_certificate);
+        self.replace_secure_messaging(Some(config), Some(signer_object), discovery)
+    }
+
+    /// Takes secure messaging away: the card answers as one that never had
+    /// it.
+    pub fn disable_secure_messaging(&mut self) -> Result<(), CardError> {
+        self.replace_secure_messaging(None, None, state::default_discovery())
+    }
+
+    fn replace_secure_messaging(
+        &mut self,
+        config: Option<SecureMessaging>,
+        signer_object: Option<Vec<u8>>,
+        discovery: Vec<u8>,
+    ) -> Result<(), CardError> {
+        self.session.sm = None;
+        self.session.vci = false;
+        self.save_or_undo(
+            |s| {
+                let old_signer = match signer_object {
+                    Some(v) => s.objects.insert(ObjectId::SM_CERT_SIGNER, v),
+                    None => s.objects.remove(&ObjectId::SM_CERT_SIGNER),
+                };
+                (
+                    std::mem::replace(&mut s.secure_messaging, config),
+                    old_signer,
+                    s.objects.insert(ObjectId::DISCOVERY, discovery),
+                )
+            },
+            |s, (config, signer, discovery)| {
+                s.secure_messaging = config;
+                put_back(&mut s.objects, ObjectId::SM_CERT_SIGNER, signer);
+                put_back(&mut s.objects, ObjectId::DISCOVERY, discovery);
+            },
+        )?;
+        Ok(())
     }
 }

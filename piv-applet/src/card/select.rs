@@ -7,6 +7,7 @@ use crate::apdu::Response;
 use crate::device;
 use crate::enums::{AlgorithmId, PIV_AID, PIV_RID_LEN};
 use crate::refusal::Refusal;
+use crate::sm::CipherSuite;
 use crate::tlv;
 
 impl Card {
@@ -20,18 +21,31 @@ impl Card {
         if self.session.selected != Some(applet) {
             self.session = Session::default();
         }
+        // SELECT ends a secure messaging session in any case (SP 800-73-4
+        // part 2, 4.3: its keys live until the application is selected
+        // again); the host establishes a new one.
+        self.session.sm = None;
+        self.session.vci = false;
         self.session.selected = Some(applet);
+        let suite = self.state.secure_messaging.as_ref().map(|sm| sm.suite());
         Ok(Response::ok(match applet {
-            Applet::Piv => application_property_template(),
+            Applet::Piv => application_property_template_for(suite),
             Applet::Management => device::select_answer(&self.state.identity),
         }))
     }
 }
 
+/// The SELECT answer of a card without secure messaging.
+pub fn application_property_template() -> Vec<u8> {
+    application_property_template_for(None)
+}
+
 /// The SELECT answer: application property template with the PIX and
 /// version, the coexistent tag allocation authority, and the algorithms
-/// the card supports (SP 800-73-4 part 2, table 3).
-pub fn application_property_template() -> Vec<u8> {
+/// the card supports (SP 800-73-4 part 2, table 3), among them the secure
+/// messaging cipher suite when the card offers one (how OpenSC learns
+/// that it may establish a session).
+pub fn application_property_template_for(sm: Option<CipherSuite>) -> Vec<u8> {
     let mut inner = Vec::new();
     tlv::write(&mut inner, 0x4F, &PIV_AID[PIV_RID_LEN..]);
     tlv::write(
@@ -45,6 +59,9 @@ pub fn application_property_template() -> Vec<u8> {
         .chain(AlgorithmId::SYMMETRIC)
     {
         tlv::write(&mut algs, 0x80, &[alg.into()]);
+    }
+    if let Some(suite) = sm {
+        tlv::write(&mut algs, 0x80, &[suite.algorithm()]);
     }
     tlv::write(&mut algs, 0x06, &[]);
     tlv::write(&mut inner, 0xAC, &algs);

@@ -13,8 +13,9 @@ use crate::refusal::Refusal;
 /// with 6A84 rather than growing without bound.
 pub const MAX_CHAINED_COMMAND: usize = 64 * 1024;
 
-/// INS, P1 and P2 that every chunk of one command chain repeats.
-type ChainHeader = (Ins, u8, u8);
+/// INS, P1, P2 and protection that every chunk of one command chain
+/// repeats.
+type ChainHeader = (Ins, u8, u8, bool);
 
 /// A command chain being received: its header, the data so far, and
 /// whether the PIN was verified just before the chain began.
@@ -24,7 +25,8 @@ pub(super) struct Chain {
     pin_just_verified: bool,
 }
 
-/// A request after transport processing: chaining undone, CLA checked.
+/// A request after transport processing: chaining undone, CLA checked,
+/// secure messaging removed.
 pub(super) struct Req<'a> {
     pub ins: Ins,
     pub p1: u8,
@@ -32,6 +34,8 @@ pub(super) struct Req<'a> {
     pub data: &'a [u8],
     /// The command before this one was a successful VERIFY.
     pub pin_just_verified: bool,
+    /// The command came secure-messaging protected.
+    pub secure: bool,
 }
 
 impl Card {
@@ -47,16 +51,19 @@ impl Card {
                 return Refusal::BadLength.into();
             }
         };
-        if let Err(sw) = check_cla(cmd.cla) {
-            self.session.chain = None;
-            self.session.pending = None;
-            return sw.into();
-        }
-        if cmd.ins == Ins::GetResponse {
+        let secure = match check_cla(cmd.cla, self.state.secure_messaging.is_some()) {
+            Ok(secure) => secure,
+            Err(sw) => {
+                self.session.chain = None;
+                self.session.pending = None;
+                return sw.into();
+            }
+        };
+        if cmd.ins == Ins::GetResponse && !secure {
             return self.get_response(&cmd);
         }
         self.session.pending = None;
-        let header = (cmd.ins, cmd.p1, cmd.p2);
+        let header = (cmd.ins, cmd.p1, cmd.p2, secure);
         let continued = match self.session.chain.take() {
             Some(c) if c.header == header => Some(c),
             _ => None,
@@ -86,16 +93,66 @@ impl Card {
             }
             None => (cmd.data, pin_just_verified),
         };
+        let limit = cmd.le.unwrap_or(if cmd.extended { 65536 } else { 256 });
+        if secure {
+            let resp = self.secure_exchange(cmd.ins, cmd.p1, cmd.p2, data, pin_just_verified);
+            return self.limit_response(resp, limit);
+        }
         let req = Req {
             ins: cmd.ins,
             p1: cmd.p1,
             p2: cmd.p2,
             data,
             pin_just_verified,
+            secure: false,
         };
         let resp = self.dispatch(&req).unwrap_or_else(Response::from);
-        let limit = cmd.le.unwrap_or(if cmd.extended { 65536 } else { 256 });
         self.limit_response(resp, limit)
+    }
+
+    /// A secure-messaging protected command: its MAC checked and its data
+    /// decrypted, then dispatched as any command, and its answer (data and
+    /// status word) protected into a response that ends 9000. A command
+    /// that fails the check ends the session and is answered in the clear.
+    fn secure_exchange(
+        &mut self,
+        ins: Ins,
+        p1: u8,
+        p2: u8,
+        data: &[u8],
+        pin_just_verified: bool,
+    ) -> Response {
+        // The session leaves the card while the command runs, so that a
+        // command that ends the session (SELECT, a wrong pairing code)
+        // cannot leave a half-used one behind.
+        let Some(mut channel) = self.session.sm.take() else {
+            self.session.vci = false;
+            return Refusal::SecurityStatus.into();
+        };
+        let opened = match channel.open_command(ins.into(), p1, p2, data) {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.session.vci = false;
+                return e.refusal().into();
+            }
+        };
+        let req = Req {
+            ins,
+            p1,
+            p2,
+            data: &opened.data,
+            pin_just_verified,
+            secure: true,
+        };
+        self.session.sm_ends = false;
+        let resp = self.dispatch(&req).unwrap_or_else(Response::from);
+        let protected = channel.protect_response(&resp.data, resp.sw.into());
+        if std::mem::take(&mut self.session.sm_ends) || ins == Ins::Select {
+            self.session.vci = false;
+        } else {
+            self.session.sm = Some(channel);
+        }
+        Response::ok(protected)
     }
 
     /// Returns at most `limit` bytes and keeps the rest for GET RESPONSE.

@@ -18,6 +18,10 @@
 
 use der::asn1::ObjectIdentifier;
 use der::{Decode, Encode};
+use sha2::Digest;
+
+use crate::enums::AlgorithmId;
+use crate::keys::KeyMaterial;
 
 use super::{CipherSuite, SmError};
 use crate::codec::Reader;
@@ -68,36 +72,6 @@ fn curve_oid(suite: CipherSuite) -> ObjectIdentifier {
     }
 }
 
-/// A content signer's key, whose hash is the suite's (a P-256 signer for
-/// CS2, P-384 for CS7: OpenSC verifies with the suite's hash).
-pub enum Signer {
-    P256(p256::ecdsa::SigningKey),
-    P384(p384::ecdsa::SigningKey),
-}
-
-impl Signer {
-    fn suite(&self) -> CipherSuite {
-        match self {
-            Signer::P256(_) => CipherSuite::Cs2,
-            Signer::P384(_) => CipherSuite::Cs7,
-        }
-    }
-
-    fn sign(&self, body: &[u8]) -> (ObjectIdentifier, Vec<u8>) {
-        use signature::Signer as _;
-        match self {
-            Signer::P256(k) => {
-                let s: p256::ecdsa::Signature = k.sign(body);
-                (OID_ECDSA_SHA256, s.to_der().as_bytes().to_vec())
-            }
-            Signer::P384(k) => {
-                let s: p384::ecdsa::Signature = k.sign(body);
-                (OID_ECDSA_SHA384, s.to_der().as_bytes().to_vec())
-            }
-        }
-    }
-}
-
 /// A content signer's public key, from its certificate's
 /// SubjectPublicKeyInfo.
 pub enum SignerPublicKey {
@@ -125,13 +99,24 @@ pub fn issue(
     subject_id: &[u8],
     public_point: &[u8],
     role: u8,
-    signer: &Signer,
+    signer: &KeyMaterial,
 ) -> Result<Vec<u8>, SmError> {
-    if signer.suite() != suite {
-        return Err(SmError::Certificate(format!(
-            "a {suite:?} CVC needs a signer on that suite's curve"
-        )));
-    }
+    // The host verifies with the suite's hash (OpenSC: `cs->kdf_md`), so
+    // the signer's curve is the suite's.
+    let algorithm = match (suite, signer.algorithm()) {
+        (CipherSuite::Cs2, AlgorithmId::EccP256) => OID_ECDSA_SHA256,
+        (CipherSuite::Cs7, AlgorithmId::EccP384) => OID_ECDSA_SHA384,
+        _ => {
+            return Err(SmError::Certificate(format!(
+                "a {} CVC needs a signer key on {}",
+                suite.name(),
+                match suite {
+                    CipherSuite::Cs2 => "P-256",
+                    CipherSuite::Cs7 => "P-384",
+                }
+            )))
+        }
+    };
     let mut body = Vec::new();
     tlv::write(&mut body, TAG_PROFILE, &[PROFILE]);
     tlv::write(&mut body, TAG_ISSUER, &issuer_id);
@@ -140,7 +125,13 @@ pub fn issue(
     tlv::write(&mut key, TAG_KEY_POINT, public_point);
     tlv::write(&mut body, TAG_KEY, &key);
     tlv::write(&mut body, TAG_ROLE, &[role]);
-    let (algorithm, sig) = signer.sign(&body);
+    let digest = match suite {
+        CipherSuite::Cs2 => sha2::Sha256::digest(&body).to_vec(),
+        CipherSuite::Cs7 => sha2::Sha384::digest(&body).to_vec(),
+    };
+    let sig = signer
+        .sign_or_decrypt(&digest)
+        .map_err(|e| SmError::Certificate(format!("signing: {e}")))?;
     let digital_signature = DigitalSignature {
         algorithm: AlgorithmIdentifier { oid: algorithm },
         value: der::asn1::BitString::from_bytes(&sig)

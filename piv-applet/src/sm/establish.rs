@@ -26,6 +26,7 @@ const TAG_CARD: u32 = 0x82;
 const NO_BINDING: u8 = 0x00;
 
 /// The card's secure messaging key (key reference 04).
+#[derive(Clone)]
 pub enum SmKey {
     P256(p256::SecretKey),
     P384(p384::SecretKey),
@@ -43,6 +44,23 @@ impl SmKey {
         match self {
             SmKey::P256(_) => CipherSuite::Cs2,
             SmKey::P384(_) => CipherSuite::Cs7,
+        }
+    }
+
+    /// The private scalar, for the card file.
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(match self {
+            SmKey::P256(k) => k.to_bytes().to_vec(),
+            SmKey::P384(k) => k.to_bytes().to_vec(),
+        })
+    }
+
+    /// The key back from [`Self::to_bytes`]; `None` when the bytes are not
+    /// a valid scalar for the suite's curve.
+    pub fn from_bytes(suite: CipherSuite, bytes: &[u8]) -> Option<SmKey> {
+        match suite {
+            CipherSuite::Cs2 => p256::SecretKey::from_slice(bytes).ok().map(SmKey::P256),
+            CipherSuite::Cs7 => p384::SecretKey::from_slice(bytes).ok().map(SmKey::P384),
         }
     }
 

@@ -11,6 +11,13 @@
 //! (`card-piv.c`, built with `--enable-piv-sm`) is followed, since it is
 //! the one client that exists; each such place says so.
 
+/// The key reference of the secure messaging key (GENERAL AUTHENTICATE P2).
+pub const KEY_REFERENCE: u8 = 0x04;
+/// The key reference of the VCI pairing code (VERIFY P2).
+pub const PAIRING_CODE_REFERENCE: u8 = 0x98;
+/// A pairing code is eight decimal digits.
+pub const PAIRING_CODE_LEN: usize = 8;
+
 pub mod channel;
 mod cipher;
 pub mod cvc;
@@ -19,7 +26,18 @@ pub mod kdf;
 
 pub use channel::{Channel, OpenedCommand};
 pub use cvc::Cvc;
-pub use establish::{Initiator, Responder};
+pub use establish::{Initiator, Responder, SmKey};
+
+/// A pairing code as the card keeps it: exactly eight ASCII digits.
+pub fn parse_pairing_code(text: &str) -> Result<[u8; PAIRING_CODE_LEN], &'static str> {
+    let bytes = text.as_bytes();
+    if bytes.len() != PAIRING_CODE_LEN || !bytes.iter().all(u8::is_ascii_digit) {
+        return Err("a pairing code is exactly 8 decimal digits");
+    }
+    let mut code = [0u8; PAIRING_CODE_LEN];
+    code.copy_from_slice(bytes);
+    Ok(code)
+}
 
 /// The two cipher suites of SP 800-73-4 Table 14 that a PIV card may offer
 /// for secure messaging, named by their GENERAL AUTHENTICATE algorithm byte.
@@ -39,6 +57,20 @@ impl CipherSuite {
             CipherSuite::Cs2 => 0x27,
             CipherSuite::Cs7 => 0x2E,
         }
+    }
+
+    /// The name `vreader` and the card file use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CipherSuite::Cs2 => "CS2",
+            CipherSuite::Cs7 => "CS7",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<CipherSuite> {
+        [CipherSuite::Cs2, CipherSuite::Cs7]
+            .into_iter()
+            .find(|s| s.name().eq_ignore_ascii_case(name))
     }
 
     pub const fn from_algorithm(byte: u8) -> Option<CipherSuite> {
@@ -108,40 +140,43 @@ pub enum SmError {
 }
 
 impl SmError {
-    /// The status word a card answers for this failure: 6987 (expected
-    /// secure messaging data object missing) and 6988 (data object
-    /// incorrect) are the ones SP 800-73-4 Part 2 §4.4 names and OpenSC
-    /// maps; a bad key establishment request is bad data (6A80).
-    pub const fn status_word(&self) -> u16 {
+    /// Why a card refuses the command: a missing MAC or status object,
+    /// a wrong one, or (key establishment) bad data.
+    pub const fn refusal(&self) -> crate::refusal::Refusal {
+        use crate::refusal::Refusal;
         match self {
-            SmError::Missing(_) => 0x6987,
-            SmError::Incorrect(_) => 0x6988,
-            SmError::Establishment(_) | SmError::Certificate(_) => 0x6A80,
+            SmError::Missing(_) => Refusal::SmObjectMissing,
+            SmError::Incorrect(_) => Refusal::SmObjectIncorrect,
+            SmError::Establishment(_) | SmError::Certificate(_) => Refusal::BadData,
         }
+    }
+
+    /// The status word of [`Self::refusal`].
+    pub fn status_word(&self) -> u16 {
+        self.refusal().status().into()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::cvc::{self, Signer, SignerPublicKey};
+    use super::cvc::{self, SignerPublicKey};
     use super::establish::SmKey;
     use super::*;
-    use rand_core::OsRng;
+    use crate::enums::AlgorithmId;
+    use crate::keys::KeyMaterial;
 
     const GUID: [u8; 16] = [0x11; 16];
 
-    fn signer(suite: CipherSuite) -> Signer {
-        match suite {
-            CipherSuite::Cs2 => Signer::P256(p256::ecdsa::SigningKey::random(&mut OsRng)),
-            CipherSuite::Cs7 => Signer::P384(p384::ecdsa::SigningKey::random(&mut OsRng)),
-        }
+    fn signer(suite: CipherSuite) -> KeyMaterial {
+        KeyMaterial::generate(match suite {
+            CipherSuite::Cs2 => AlgorithmId::EccP256,
+            CipherSuite::Cs7 => AlgorithmId::EccP384,
+        })
+        .unwrap()
     }
 
-    fn signer_public(s: &Signer) -> SignerPublicKey {
-        match s {
-            Signer::P256(k) => SignerPublicKey::P256(*k.verifying_key()),
-            Signer::P384(k) => SignerPublicKey::P384(*k.verifying_key()),
-        }
+    fn signer_public(s: &KeyMaterial) -> SignerPublicKey {
+        SignerPublicKey::from_spki_der(&s.public_key_spki_der()).unwrap()
     }
 
     /// A card key, its CVC, and a session opened by the exchange.

@@ -233,13 +233,17 @@ pub fn default_discovery() -> Vec<u8> {
     discovery(None)
 }
 
-/// The Discovery object for a card's secure messaging set-up: with the
-/// contactless profile, the PIN usage policy also says that the virtual
-/// contact interface is implemented (08) and, without a pairing code,
-/// that it opens without one (04) (SP 800-73-4 part 1, 3.3.2).
+/// The Discovery object for a card's secure messaging set-up: with secure
+/// messaging the PIN usage policy also says that the virtual contact
+/// interface is implemented (08) and, without a pairing code, that it
+/// opens without one (04) (SP 800-73-4 part 1, 3.3.2). The card presents
+/// a contactless ATR (a YubiKey 5 NFC's), and OpenSC uses secure messaging
+/// on a contactless card only when Discovery names the VCI; whether the
+/// card also refuses contact-only commands outside the VCI is the
+/// contactless profile's choice, not Discovery's.
 pub fn discovery(sm: Option<&SecureMessaging>) -> Vec<u8> {
     let mut policy = 0x40;
-    if let Some(sm) = sm.filter(|sm| sm.contactless) {
+    if let Some(sm) = sm {
         policy |= 0x08;
         if sm.pairing_code.is_none() {
             policy |= 0x04;

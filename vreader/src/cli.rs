@@ -93,6 +93,15 @@ pub enum Command {
     /// each of N cards (pcscd serves at most 16), or write them with
     /// --install. Debian's vsmartcard-vpcd gives two (slots 0 and 1).
     Readers(ReadersArgs),
+    /// Give the card PIV secure messaging (SP 800-73-4 part 2, 4), or a new
+    /// key for it: a secure messaging key and its CVC, signed by
+    /// --signer-key (certificate --signer-cert) or by a content signer made
+    /// for the card. With --contactless the card acts as on the
+    /// contactless interface: PIN, key and other contact-only commands
+    /// need secure messaging and, if one is set, the pairing code (eight
+    /// digits from --pairing-code-file or $VREADER_PAIRING_CODE). --off
+    /// takes it away.
+    SecureMessaging(SecureMessagingArgs),
     /// Print the Windows smart card cache items the winscard shim serves
     /// for this card (what msclmd.dll reads), in hex and decoded.
     CacheItems(CacheItemsArgs),
@@ -301,6 +310,61 @@ pub struct SetManagementKeyArgs {
     /// says so).
     #[arg(long)]
     pub key: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Suite {
+    /// ECDH P-256, AES-128 (a P-256 signer).
+    Cs2,
+    /// ECDH P-384, AES-256 (a P-384 signer).
+    Cs7,
+}
+
+impl Suite {
+    pub fn suite(self) -> piv_applet::sm::CipherSuite {
+        match self {
+            Suite::Cs2 => piv_applet::sm::CipherSuite::Cs2,
+            Suite::Cs7 => piv_applet::sm::CipherSuite::Cs7,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct SecureMessagingArgs {
+    pub file: PathBuf,
+    #[arg(long, value_enum, default_value = "cs2", conflicts_with = "off")]
+    pub suite: Suite,
+    /// The content signer's private key (PEM or DER), on the suite's curve.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "signer_cert",
+        conflicts_with = "off"
+    )]
+    pub signer_key: Option<PathBuf>,
+    /// The content signer's certificate, stored in the card's Secure
+    /// Messaging Certificate Signer object for hosts to check the CVC.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "signer_key",
+        conflicts_with = "off"
+    )]
+    pub signer_cert: Option<PathBuf>,
+    /// Act as on the contactless interface (the virtual contact interface
+    /// guards contact-only commands).
+    #[arg(long, conflicts_with = "off")]
+    pub contactless: bool,
+    /// File holding the pairing code (its first line).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["pairing_code", "off"])]
+    pub pairing_code_file: Option<PathBuf>,
+    /// The pairing code itself (visible in the process list; a warning
+    /// says so).
+    #[arg(long, conflicts_with = "off")]
+    pub pairing_code: Option<String>,
+    /// Take secure messaging away.
+    #[arg(long)]
+    pub off: bool,
 }
 
 #[derive(Args)]

@@ -82,6 +82,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Command::SetPuk(args) => set_puk(args, &mut pass),
         Command::SetManagementKey(args) => set_management_key(args, &mut pass),
         Command::Export(args) => export(args, &mut pass),
+        Command::SecureMessaging(args) => secure_messaging(args, &mut pass),
         Command::Readers(args) => readers(args),
         Command::CacheItems(args) => cache_items(args, &mut pass),
         Command::Pair(args) => pair(args),
@@ -333,6 +334,61 @@ fn set_management_key(args: SetManagementKeyArgs, pass: &mut Passphrases) -> any
     let key = piv_applet::mgmt::ManagementKey::new(algorithm.algorithm(), &bytes)?;
     pass.open(&file)?.set_management_key(key)?;
     println!("management key changed");
+    Ok(())
+}
+
+fn secure_messaging(args: SecureMessagingArgs, pass: &mut Passphrases) -> anyhow::Result<()> {
+    let mut card = pass.open(&args.file)?;
+    if args.off {
+        card.disable_secure_messaging()?;
+        println!("secure messaging off");
+        return Ok(());
+    }
+    let suite = args.suite.suite();
+    let (signer, signer_cert) = match (&args.signer_key, &args.signer_cert) {
+        (Some(key), Some(cert)) => (
+            piv_applet::credentials::read_private_key(key)?,
+            piv_applet::credentials::read_certificate(cert)?,
+        ),
+        _ => provision::content_signer(suite, card.state().identity.serial)?,
+    };
+    let pairing_code_given = args.pairing_code.is_some()
+        || args.pairing_code_file.is_some()
+        || std::env::var_os("VREADER_PAIRING_CODE").is_some();
+    let pairing_code = if pairing_code_given {
+        Some(
+            secrets::SecretArg {
+                what: "the pairing code",
+                flag: "--pairing-code",
+                file_flag: "--pairing-code-file",
+                env: "VREADER_PAIRING_CODE",
+            }
+            .get(args.pairing_code, args.pairing_code_file)?,
+        )
+    } else {
+        None
+    };
+    card.enable_secure_messaging(
+        suite,
+        &signer,
+        &signer_cert,
+        args.contactless,
+        pairing_code.as_deref().map(|c| c.trim()),
+    )?;
+    println!(
+        "secure messaging on: {}{}{}",
+        suite.name(),
+        if args.contactless {
+            ", contactless profile"
+        } else {
+            ""
+        },
+        if pairing_code.is_some() {
+            ", pairing code set"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 

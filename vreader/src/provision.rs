@@ -91,6 +91,27 @@ pub fn describe(card: &Card) -> String {
     );
     let _ = writeln!(
         out,
+        "secure messaging: {}",
+        match &s.secure_messaging {
+            None => "off".to_string(),
+            Some(sm) => format!(
+                "{}{}{}",
+                sm.suite().name(),
+                if sm.contactless {
+                    ", contactless profile (virtual contact interface)"
+                } else {
+                    ""
+                },
+                match (sm.contactless, sm.pairing_code.is_some()) {
+                    (_, true) => ", pairing code set",
+                    (true, false) => ", no pairing code",
+                    (false, false) => "",
+                }
+            ),
+        }
+    );
+    let _ = writeln!(
+        out,
         "management key:  {}{}",
         s.mgmt.algorithm().name().unwrap_or("?"),
         if s.mgmt.is_default() {
@@ -116,4 +137,34 @@ pub fn describe(card: &Card) -> String {
     let objects: Vec<String> = s.objects.keys().map(|o| o.to_string()).collect();
     let _ = writeln!(out, "data objects:    {}", objects.join(" "));
     out
+}
+
+/// A content signer made for one card when the user brings none: a key on
+/// the suite's curve and a self-signed CA certificate naming the card's
+/// serial. The key signs the card's CVC once and is then dropped; the
+/// certificate stays on the card (Secure Messaging Certificate Signer).
+pub fn content_signer(
+    suite: piv_applet::sm::CipherSuite,
+    serial: u32,
+) -> anyhow::Result<(piv_applet::keys::KeyMaterial, Vec<u8>)> {
+    use piv_applet::x509;
+    let alg = match suite {
+        piv_applet::sm::CipherSuite::Cs2 => piv_applet::AlgorithmId::EccP256,
+        piv_applet::sm::CipherSuite::Cs7 => piv_applet::AlgorithmId::EccP384,
+    };
+    let key = piv_applet::keys::KeyMaterial::generate(alg)?;
+    let subject = format!("CN=Virtual PIV secure messaging signer,serialNumber={serial}");
+    let mut serial_number = [0u8; 8];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut serial_number);
+    let cert = x509::self_signed(
+        &key,
+        &x509::CertRequest {
+            subject: &subject,
+            serial: &serial_number,
+            not_before: x509::valid_from_now(),
+            days: 3650,
+            extensions: vec![x509::basic_constraints(true)?],
+        },
+    )?;
+    Ok((key, cert))
 }

@@ -76,7 +76,7 @@ pub enum ClientError<E> {
     /// does not hold the key the host authenticated with.
     #[error("the card does not know the management key")]
     CardNotAuthenticated,
-    #[error("malformed certificate object {id}: {source}")]
+    #[error("malformed gzip certificate in {:06X}: {source}", .id.0)]
     Certificate {
         id: ObjectId,
         #[source]
@@ -305,7 +305,8 @@ impl<T: Transmit> Client<T> {
 
     /// The certificate in a slot, decoded as the card itself decodes it;
     /// `None` when the slot has no certificate object or it holds no
-    /// certificate (no tag 70).
+    /// certificate: no tag 70, or an empty one (how tools clear a slot,
+    /// whatever its CertInfo says).
     pub fn read_certificate(
         &mut self,
         slot: Slot,
@@ -314,6 +315,9 @@ impl<T: Transmit> Client<T> {
         let Some(value) = self.get_data(id)? else {
             return Ok(None);
         };
+        if tlv::find(&value, 0x70).is_none_or(<[u8]>::is_empty) {
+            return Ok(None);
+        }
         decode_certificate_object(&value).map_err(|source| ClientError::Certificate { id, source })
     }
 }
@@ -434,12 +438,22 @@ mod tests {
             "host and card decode alike"
         );
 
+        let mut cleared = Vec::new();
+        tlv::write(&mut cleared, 0x70, &[]);
+        tlv::write(&mut cleared, 0x71, &[0x01]);
+        put_object(&mut c, ObjectId::CERT_SIGNATURE, &cleared);
+        assert_eq!(c.read_certificate(Slot::SIGNATURE).unwrap(), None);
+
         let mut broken = Vec::new();
         tlv::write(&mut broken, 0x70, &gz[..gz.len() / 2]);
         tlv::write(&mut broken, 0x71, &[0x01]);
         put_object(&mut c, ObjectId::CERT_CARD_AUTH, &broken);
         let e = c.read_certificate(Slot::CARD_AUTHENTICATION).unwrap_err();
-        assert!(matches!(e, ClientError::Certificate { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("malformed gzip certificate in 5FC101: "),
+            "{e}"
+        );
         assert_eq!(c.transport().certificate(Slot::CARD_AUTHENTICATION), None);
     }
 

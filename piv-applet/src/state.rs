@@ -141,9 +141,10 @@ pub fn is_valid_new_pin(block: &[u8]) -> bool {
 /// from a remote card) cannot make its reader inflate a bomb.
 pub const MAX_CERTIFICATE_BYTES: usize = 1 << 20;
 
-/// Why a certificate object's certificate could not be read.
+/// Why a certificate object's certificate could not be read: its gzip
+/// stream does not inflate.
 #[derive(Debug, thiserror::Error)]
-#[error("gzip certificate: {0}")]
+#[error("{0}")]
 pub struct CertObjectError(#[source] std::io::Error);
 
 /// The certificate DER held in a certificate object's value (the contents

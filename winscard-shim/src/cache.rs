@@ -523,16 +523,21 @@ mod tests {
     /// the card's answer.
     #[test]
     fn read_card_errors_name_the_step() {
-        let run = |answer: &dyn Fn(&[u8]) -> Result<Vec<u8>, String>| {
-            let mut tx = |apdu: &[u8]| answer(apdu);
+        fn run(mut tx: impl FnMut(&[u8]) -> Result<Vec<u8>, String>) -> String {
             read_card(&mut tx).unwrap_err().to_string()
-        };
-        assert_eq!(run(&|_| Err("gone".into())), "card transport failed: gone");
+        }
         assert_eq!(
-            run(&|_| Ok(vec![0x6A, 0x82])),
+            run(|_: &[u8]| Err("gone".into())),
+            "card transport failed: gone"
+        );
+        assert_eq!(
+            run(|_: &[u8]| Ok(vec![0x6A, 0x82])),
             "card answered 6A82 to SELECT PIV"
         );
-        assert_eq!(run(&|_| Ok(vec![0x90])), "malformed response: 1 bytes");
+        assert_eq!(
+            run(|_: &[u8]| Ok(vec![0x90])),
+            "malformed response: 1 bytes"
+        );
         let get_data = |answer: Vec<u8>| {
             move |apdu: &[u8]| -> Result<Vec<u8>, String> {
                 Ok(if apdu[1] == 0xA4 {
@@ -543,18 +548,18 @@ mod tests {
             }
         };
         assert_eq!(
-            run(&get_data(vec![0x69, 0x82])),
+            run(get_data(vec![0x69, 0x82])),
             "card answered 6982 to GET DATA"
         );
         assert_eq!(
-            run(&get_data(vec![0x54, 0x00, 0x90, 0x00])),
+            run(get_data(vec![0x54, 0x00, 0x90, 0x00])),
             "malformed object 5FC102: outer tag 54, expected 53"
         );
         let mut bad_gzip = Vec::new();
         tlv::write(&mut bad_gzip, 0x70, &[0x1F, 0x8B, 0x08]);
         tlv::write(&mut bad_gzip, 0x71, &[0x01]);
         let bad_gzip = [tlv::encode(0x53, &bad_gzip), vec![0x90, 0x00]].concat();
-        let e = run(&get_data(bad_gzip));
+        let e = run(get_data(bad_gzip));
         assert!(
             e.starts_with("malformed gzip certificate in 5FC105: "),
             "{e}"

@@ -460,19 +460,17 @@ mod tests {
     #[test]
     fn a_refused_chunk_ends_a_chained_command() {
         let mut sent = Vec::new();
-        let mut c = Client::new(|apdu: &[u8]| -> Result<Vec<u8>, &str> {
+        let e = Client::new(|apdu: &[u8]| -> Result<Vec<u8>, &str> {
             sent.push(apdu.to_vec());
             Ok(if apdu[0] & 0x10 != 0 {
                 vec![0x6A, 0x80]
             } else {
                 vec![0x90, 0x00]
             })
-        });
-        let e = c
-            .send_chained(Ins::PutData, 0x3F, 0xFF, &[0x5C; 600])
-            .unwrap_err();
+        })
+        .send_chained(Ins::PutData, 0x3F, 0xFF, &[0x5C; 600])
+        .unwrap_err();
         assert_eq!(e.status(), Some(StatusWord::IncorrectData));
-        drop(c);
         assert_eq!(sent.len(), 1, "nothing follows the refused chunk");
         assert_eq!(&sent[0][..5], &[0x10, 0xDB, 0x3F, 0xFF, 0xFF]);
     }

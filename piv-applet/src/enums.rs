@@ -542,6 +542,11 @@ pub const PIV_AID: [u8; 11] = [
 /// The length of the NIST RID: the shortest AID prefix a SELECT may use.
 pub const PIV_RID_LEN: usize = 5;
 
+/// The length of the PIV AID without its version (PIX 00 00 10 00): the
+/// right-truncated AID hosts select (SP 800-73-4 part 1, 2.2), OpenSC and
+/// msclmd among them.
+pub const PIV_AID_TRUNCATED_LEN: usize = 9;
+
 /// The YubiKey Management application (Yubico RID A0 00 00 05 27, PIX 47
 /// 11 17; yubikit `AID.MANAGEMENT`), where tools read the serial, firmware
 /// and enabled applications. SELECT matches the whole AID only.

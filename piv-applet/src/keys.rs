@@ -34,19 +34,7 @@ pub enum KeyError {
     WrongKeyType,
 }
 
-/// OIDs of the key types (RFC 8410 for the 25519 curves).
-const OID_RSA: der::asn1::ObjectIdentifier =
-    der::asn1::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-const OID_EC: der::asn1::ObjectIdentifier =
-    der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-const OID_P256: der::asn1::ObjectIdentifier =
-    der::asn1::ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-const OID_P384: der::asn1::ObjectIdentifier =
-    der::asn1::ObjectIdentifier::new_unwrap("1.3.132.0.34");
-const OID_ED25519: der::asn1::ObjectIdentifier =
-    der::asn1::ObjectIdentifier::new_unwrap("1.3.101.112");
-const OID_X25519: der::asn1::ObjectIdentifier =
-    der::asn1::ObjectIdentifier::new_unwrap("1.3.101.110");
+use crate::oid;
 
 /// Key generation under `cargo fuzz` only: one key per algorithm for the
 /// whole process, handed out as copies. An RSA-4096 generation per input
@@ -376,7 +364,7 @@ impl KeyMaterial {
                 let public = x25519_dalek::PublicKey::from(k.as_ref());
                 let spki = spki::SubjectPublicKeyInfoRef {
                     algorithm: spki::AlgorithmIdentifierRef {
-                        oid: OID_X25519,
+                        oid: oid::X25519,
                         parameters: None,
                     },
                     subject_public_key: der::asn1::BitStringRef::from_bytes(public.as_bytes())
@@ -489,9 +477,9 @@ impl KeyMaterial {
             // Not ed25519-dalek's own encoding: that is a version 2
             // OneAsymmetricKey with the public key, which OpenSSL 3.0
             // cannot read.
-            KeyMaterial::Ed25519(k) => return rfc8410_pkcs8(OID_ED25519, k.as_bytes()),
+            KeyMaterial::Ed25519(k) => return rfc8410_pkcs8(oid::ED25519, k.as_bytes()),
             KeyMaterial::X25519(k) => {
-                return rfc8410_pkcs8(OID_X25519, &Zeroizing::new(k.to_bytes())[..])
+                return rfc8410_pkcs8(oid::X25519, &Zeroizing::new(k.to_bytes())[..])
             }
         };
         // `SecretDocument` zeroizes its own copy on drop.
@@ -517,7 +505,7 @@ impl KeyMaterial {
         let info = pkcs8::PrivateKeyInfo::from_der(der_bytes)
             .map_err(|_| KeyError::InvalidKey("not PKCS#8"))?;
         let oid = info.algorithm.oid;
-        if oid == OID_RSA {
+        if oid == oid::RSA {
             // rsa 0.9 validates the decoded key and precomputes CRT values.
             let mut key = RsaPrivateKey::from_pkcs8_der(der_bytes)
                 .map_err(|_| KeyError::InvalidKey("bad RSA key"))?;
@@ -529,27 +517,27 @@ impl KeyMaterial {
                 ));
             }
             Ok(KeyMaterial::Rsa(Box::new(RsaKey::new(key))))
-        } else if oid == OID_EC {
+        } else if oid == oid::EC {
             let curve = info
                 .algorithm
                 .parameters_oid()
                 .map_err(|_| KeyError::InvalidKey("EC key without a named curve"))?;
-            if curve == OID_P256 {
+            if curve == oid::P256 {
                 p256::SecretKey::from_pkcs8_der(der_bytes)
                     .map(KeyMaterial::from)
                     .map_err(|_| KeyError::InvalidKey("bad P-256 key"))
-            } else if curve == OID_P384 {
+            } else if curve == oid::P384 {
                 p384::SecretKey::from_pkcs8_der(der_bytes)
                     .map(KeyMaterial::P384)
                     .map_err(|_| KeyError::InvalidKey("bad P-384 key"))
             } else {
                 Err(KeyError::UnsupportedAlgorithm)
             }
-        } else if oid == OID_ED25519 {
+        } else if oid == oid::ED25519 {
             ed25519_dalek::SigningKey::from_pkcs8_der(der_bytes)
                 .map(|k| KeyMaterial::Ed25519(Box::new(k)))
                 .map_err(|_| KeyError::InvalidKey("bad Ed25519 key"))
-        } else if oid == OID_X25519 {
+        } else if oid == oid::X25519 {
             let inner = der::asn1::OctetStringRef::from_der(info.private_key)
                 .map_err(|_| KeyError::InvalidKey("bad X25519 key"))?;
             let mut raw: [u8; 32] = inner
@@ -713,7 +701,7 @@ mod tests {
             let raw = spki.subject_public_key.raw_bytes();
             match alg {
                 AlgorithmId::Rsa1024 | AlgorithmId::Rsa2048 => {
-                    assert_eq!(spki.algorithm.oid, OID_RSA);
+                    assert_eq!(spki.algorithm.oid, oid::RSA);
                     let parsed = tlv::parse_all(&tlvs).unwrap();
                     assert_eq!(parsed.len(), 2);
                     let n = tlv::find(&tlvs, 0x81).unwrap();
@@ -726,24 +714,24 @@ mod tests {
                 AlgorithmId::EccP256 | AlgorithmId::EccP384 => {
                     let len = if alg == AlgorithmId::EccP256 { 65 } else { 97 };
                     let curve = if alg == AlgorithmId::EccP256 {
-                        OID_P256
+                        oid::P256
                     } else {
-                        OID_P384
+                        oid::P384
                     };
-                    assert_eq!(spki.algorithm.oid, OID_EC);
+                    assert_eq!(spki.algorithm.oid, oid::EC);
                     assert_eq!(spki.algorithm.parameters_oid().unwrap(), curve);
                     let point = tag86(&k);
                     assert_eq!((point.len(), point[0]), (len, 0x04));
                     assert_eq!(point, raw);
                 }
                 AlgorithmId::Ed25519 => {
-                    assert_eq!(spki.algorithm.oid, OID_ED25519);
+                    assert_eq!(spki.algorithm.oid, oid::ED25519);
                     assert!(spki.algorithm.parameters.is_none());
                     assert_eq!(tag86(&k), raw);
                     assert_eq!(raw.len(), 32);
                 }
                 AlgorithmId::X25519 => {
-                    assert_eq!(spki.algorithm.oid, OID_X25519);
+                    assert_eq!(spki.algorithm.oid, oid::X25519);
                     assert!(spki.algorithm.parameters.is_none());
                     assert_eq!(tag86(&k), raw);
                     let KeyMaterial::X25519(s) = &k else {
@@ -1315,7 +1303,7 @@ mod tests {
                     // RFC 8410: PrivateKeyInfo { id-X25519, OCTET STRING {
                     // OCTET STRING (32) } }.
                     let info = pkcs8::PrivateKeyInfo::from_der(&stored).unwrap();
-                    assert_eq!(info.algorithm.oid, OID_X25519);
+                    assert_eq!(info.algorithm.oid, oid::X25519);
                     assert!(info.algorithm.parameters.is_none());
                     assert_eq!(info.private_key.len(), 34);
                     assert_eq!(info.private_key[..2], [0x04, 0x20]);
@@ -1365,10 +1353,8 @@ mod tests {
             let der = KeyMaterial::generate(AlgorithmId::EccP384)
                 .unwrap()
                 .to_storage();
-            let curve = OID_P384.to_der().unwrap();
-            let other = der::asn1::ObjectIdentifier::new_unwrap("1.3.132.0.35")
-                .to_der()
-                .unwrap();
+            let curve = oid::P384.to_der().unwrap();
+            let other = oid::P521.to_der().unwrap();
             let at = der.windows(curve.len()).position(|w| w == curve).unwrap();
             let mut v = der.to_vec();
             v[at..at + curve.len()].copy_from_slice(&other);

@@ -10,6 +10,7 @@
 pub mod access;
 pub mod apdu;
 pub mod card;
+pub mod client;
 pub mod codec;
 pub mod credentials;
 pub mod device;
@@ -17,6 +18,7 @@ pub mod ec_key;
 pub mod enums;
 pub mod keys;
 pub mod mgmt;
+pub mod oid;
 pub mod redact;
 pub mod refusal;
 pub mod rsa_key;

@@ -22,6 +22,9 @@ pub const DEFAULT_PUK: &[u8] = b"12345678";
 pub const DEFAULT_TRIES: u8 = 3;
 /// PIN/PUK reference data is always 8 bytes on the wire, padded with FF.
 pub const PIN_BLOCK_LEN: usize = 8;
+/// How many bytes a PIN or PUK has (SP 800-73-4 part 2, 2.4.3): hosts
+/// check a PIN against this before they pad it, the card when it is set.
+pub const PIN_LENGTHS: core::ops::RangeInclusive<usize> = 6..=PIN_BLOCK_LEN;
 
 /// ATR of a YubiKey 5 NFC on its USB (CCID) interface. Cards made before
 /// the Management application was added presented this one; a card file
@@ -130,7 +133,41 @@ pub fn is_valid_new_pin(block: &[u8]) -> bool {
         .iter()
         .position(|b| *b == 0xFF)
         .unwrap_or(PIN_BLOCK_LEN);
-    len >= 6 && block[len..].iter().all(|b| *b == 0xFF)
+    PIN_LENGTHS.contains(&len) && block[len..].iter().all(|b| *b == 0xFF)
+}
+
+/// Largest certificate read out of a gzip-compressed certificate object:
+/// the inflated bytes are cut here, so a hostile object (on a card file or
+/// from a remote card) cannot make its reader inflate a bomb.
+pub const MAX_CERTIFICATE_BYTES: usize = 1 << 20;
+
+/// Why a certificate object's certificate could not be read: its gzip
+/// stream does not inflate.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CertObjectError(#[source] std::io::Error);
+
+/// The certificate DER held in a certificate object's value (the contents
+/// of tag 53): tag 70, inflated when CertInfo (tag 71) says gzip (01), at
+/// most [`MAX_CERTIFICATE_BYTES`]. `None` when the value holds no tag 70.
+/// The card and every host read certificate objects through this one
+/// function, so they agree on what a slot holds.
+pub fn decode_certificate_object(value: &[u8]) -> Result<Option<Vec<u8>>, CertObjectError> {
+    let Some(der) = tlv::find(value, 0x70) else {
+        return Ok(None);
+    };
+    match tlv::find(value, 0x71) {
+        Some([0x01]) => {
+            use std::io::Read;
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(der)
+                .take(MAX_CERTIFICATE_BYTES as u64)
+                .read_to_end(&mut out)
+                .map_err(CertObjectError)?;
+            Ok(Some(out))
+        }
+        _ => Ok(Some(der.to_vec())),
+    }
 }
 
 /// A private key in a slot with its policies.
@@ -405,19 +442,7 @@ impl CardState {
     /// The certificate DER held in a slot's certificate object, if any.
     pub fn certificate(&self, slot: Slot) -> Option<Vec<u8>> {
         let value = self.objects.get(&slot.certificate_object())?;
-        let der = tlv::find(value, 0x70)?;
-        match tlv::find(value, 0x71) {
-            Some([0x01]) => {
-                use std::io::Read;
-                let mut out = Vec::new();
-                flate2::read::GzDecoder::new(der)
-                    .take(1 << 20)
-                    .read_to_end(&mut out)
-                    .ok()?;
-                Some(out)
-            }
-            _ => Some(der.to_vec()),
-        }
+        decode_certificate_object(value).ok().flatten()
     }
 
     /// Whether an object of `len` bytes may replace `id`'s current value

@@ -25,6 +25,7 @@ use x509_cert::{Certificate, TbsCertificate, Version};
 
 use crate::enums::{PinPolicy, Slot, TouchPolicy};
 use crate::keys::KeyMaterial;
+use crate::oid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -66,37 +67,15 @@ pub struct CertRequest<'a> {
     pub extensions: Vec<Extension>,
 }
 
-/// Yubico's attestation extension OIDs (yubico-piv-tool's attestation
-/// documentation): firmware version, serial, PIN/touch policy, form factor.
-pub const OID_YUBICO_FIRMWARE: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.41482.3.3");
-pub const OID_YUBICO_SERIAL: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.41482.3.7");
-pub const OID_YUBICO_POLICY: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.41482.3.8");
-pub const OID_YUBICO_FORM_FACTOR: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.41482.3.9");
-/// Microsoft smart card logon EKU.
-pub const OID_MS_SMARTCARD_LOGON: ObjectIdentifier =
-    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.20.2.2");
-/// Microsoft User Principal Name otherName.
-pub const OID_MS_UPN: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.20.2.3");
-pub const OID_CLIENT_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
-
-const OID_SHA256_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
-const OID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
-const OID_ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
-const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
-
 /// Form factor byte of the attestation: USB-A keychain.
 const FORM_FACTOR_USB_A_KEYCHAIN: u8 = 0x01;
 
 fn signature_algorithm(key: &KeyMaterial) -> Result<AlgorithmIdentifierOwned, CertError> {
     let (oid, null_params) = match key {
-        KeyMaterial::Rsa(_) => (OID_SHA256_RSA, true),
-        KeyMaterial::P256(_) => (OID_ECDSA_SHA256, false),
-        KeyMaterial::P384(_) => (OID_ECDSA_SHA384, false),
-        KeyMaterial::Ed25519(_) => (OID_ED25519, false),
+        KeyMaterial::Rsa(_) => (oid::SHA256_WITH_RSA, true),
+        KeyMaterial::P256(_) => (oid::ECDSA_WITH_SHA256, false),
+        KeyMaterial::P384(_) => (oid::ECDSA_WITH_SHA384, false),
+        KeyMaterial::Ed25519(_) => (oid::ED25519, false),
         KeyMaterial::X25519(_) => return Err(CertError::CannotSign),
     };
     Ok(AlgorithmIdentifierOwned {
@@ -219,7 +198,7 @@ pub fn extended_key_usage(oids: &[ObjectIdentifier]) -> Result<Extension, CertEr
 pub fn upn_subject_alt_name(upn: &str) -> Result<Extension, CertError> {
     let value = der::asn1::Utf8StringRef::new(upn)?;
     let other = OtherName {
-        type_id: OID_MS_UPN,
+        type_id: oid::MS_UPN,
         value: der::Any::encode_from(&value)?,
     };
     extension(
@@ -245,7 +224,7 @@ pub fn smart_card_logon_extensions(upn: &str) -> Result<Vec<Extension>, CertErro
     Ok(vec![
         basic_constraints(false)?,
         key_usage(KeyUsages::DigitalSignature | KeyUsages::KeyEncipherment)?,
-        extended_key_usage(&[OID_MS_SMARTCARD_LOGON, OID_CLIENT_AUTH])?,
+        extended_key_usage(&[oid::MS_SMARTCARD_LOGON, oid::CLIENT_AUTH])?,
         upn_subject_alt_name(upn)?,
     ])
 }
@@ -401,15 +380,15 @@ pub fn attestation(
     let (pin_policy, touch_policy) =
         crate::access::resolve_policies(what.slot, what.pin_policy, what.touch_policy);
     let extensions = vec![
-        extension(OID_YUBICO_FIRMWARE, false, what.firmware.to_vec())?,
-        extension(OID_YUBICO_SERIAL, false, what.serial.to_der()?)?,
+        extension(oid::YUBICO_FIRMWARE, false, what.firmware.to_vec())?,
+        extension(oid::YUBICO_SERIAL, false, what.serial.to_der()?)?,
         extension(
-            OID_YUBICO_POLICY,
+            oid::YUBICO_POLICY,
             false,
             vec![pin_policy.into(), touch_policy.into()],
         )?,
         extension(
-            OID_YUBICO_FORM_FACTOR,
+            oid::YUBICO_FORM_FACTOR,
             false,
             vec![FORM_FACTOR_USB_A_KEYCHAIN],
         )?,
@@ -460,7 +439,7 @@ mod tests {
         use pkcs8::DecodePublicKey;
         use signature::Verifier;
         let oid = algorithm.oid;
-        if oid == OID_SHA256_RSA {
+        if oid == oid::SHA256_WITH_RSA {
             assert_eq!(algorithm.parameters, Some(der::asn1::Null.into()));
             let public = rsa::RsaPublicKey::from_public_key_der(signer_spki_der).unwrap();
             rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(public)
@@ -469,17 +448,17 @@ mod tests {
             return;
         }
         assert_eq!(algorithm.parameters, None, "ECDSA and Ed25519: absent");
-        if oid == OID_ECDSA_SHA256 {
+        if oid == oid::ECDSA_WITH_SHA256 {
             p256::ecdsa::VerifyingKey::from_public_key_der(signer_spki_der)
                 .unwrap()
                 .verify(signed, &p256::ecdsa::Signature::from_der(sig).unwrap())
                 .expect("ecdsa-with-SHA256 verifies");
-        } else if oid == OID_ECDSA_SHA384 {
+        } else if oid == oid::ECDSA_WITH_SHA384 {
             p384::ecdsa::VerifyingKey::from_public_key_der(signer_spki_der)
                 .unwrap()
                 .verify(signed, &p384::ecdsa::Signature::from_der(sig).unwrap())
                 .expect("ecdsa-with-SHA384 verifies");
-        } else if oid == OID_ED25519 {
+        } else if oid == oid::ED25519 {
             ed25519_dalek::VerifyingKey::from_public_key_der(signer_spki_der)
                 .unwrap()
                 .verify_strict(signed, &ed25519_dalek::Signature::from_slice(sig).unwrap())
@@ -507,10 +486,10 @@ mod tests {
 
     fn expected_signature_oid(alg: AlgorithmId) -> ObjectIdentifier {
         match alg {
-            AlgorithmId::EccP256 => OID_ECDSA_SHA256,
-            AlgorithmId::EccP384 => OID_ECDSA_SHA384,
-            AlgorithmId::Ed25519 => OID_ED25519,
-            _ => OID_SHA256_RSA,
+            AlgorithmId::EccP256 => oid::ECDSA_WITH_SHA256,
+            AlgorithmId::EccP384 => oid::ECDSA_WITH_SHA384,
+            AlgorithmId::Ed25519 => oid::ED25519,
+            _ => oid::SHA256_WITH_RSA,
         }
     }
 
@@ -685,7 +664,7 @@ mod tests {
             let leaf_spki = leaf_key.public_key_spki_der();
             let der = issue(&ca_key, &ca, &leaf_spki, &req("CN=Leaf")).unwrap();
             let cert = verified(&der, &ca_key.public_key_spki_der());
-            assert_eq!(cert.signature_algorithm.oid, OID_ECDSA_SHA384);
+            assert_eq!(cert.signature_algorithm.oid, oid::ECDSA_WITH_SHA384);
             assert_eq!(cert.tbs_certificate.issuer, ca_cert.tbs_certificate.subject);
             assert_eq!(cert.tbs_certificate.subject.to_string(), "CN=Leaf");
             assert_eq!(
@@ -796,10 +775,10 @@ mod tests {
         let serial = tbs.serial_number.as_bytes();
         assert!(serial.len() == 16 && serial[0] & 0x80 == 0 && serial[0] != 0);
         assert_eq!(tbs.extensions.as_ref().unwrap().len(), 4);
-        assert_eq!(extension_value(&cert, OID_YUBICO_FIRMWARE), [5, 7, 1]);
-        assert_eq!(extension_value(&cert, OID_YUBICO_SERIAL), [0x02, 0x01, 42]);
-        assert_eq!(extension_value(&cert, OID_YUBICO_POLICY), [2, 2]);
-        assert_eq!(extension_value(&cert, OID_YUBICO_FORM_FACTOR), [1]);
+        assert_eq!(extension_value(&cert, oid::YUBICO_FIRMWARE), [5, 7, 1]);
+        assert_eq!(extension_value(&cert, oid::YUBICO_SERIAL), [0x02, 0x01, 42]);
+        assert_eq!(extension_value(&cert, oid::YUBICO_POLICY), [2, 2]);
+        assert_eq!(extension_value(&cert, oid::YUBICO_FORM_FACTOR), [1]);
 
         // A serial with the high bit set stays a positive INTEGER; retired
         // slots are named in lowercase hex too.
@@ -811,11 +790,11 @@ mod tests {
             "CN=YubiKey PIV Attestation 8a"
         );
         assert_eq!(
-            extension_value(&cert, OID_YUBICO_SERIAL),
+            extension_value(&cert, oid::YUBICO_SERIAL),
             [0x02, 0x05, 0x00, 0x80, 0, 0, 0]
         );
         assert_eq!(
-            u32::from_der(&extension_value(&cert, OID_YUBICO_SERIAL)).unwrap(),
+            u32::from_der(&extension_value(&cert, oid::YUBICO_SERIAL)).unwrap(),
             0x8000_0000
         );
 
@@ -832,7 +811,7 @@ mod tests {
             };
             let cert = Certificate::from_der(&attestation(&f9, &ca, &what).unwrap()).unwrap();
             assert_eq!(
-                extension_value(&cert, OID_YUBICO_POLICY),
+                extension_value(&cert, oid::YUBICO_POLICY),
                 [pin, 1],
                 "{slot}"
             );
@@ -843,7 +822,7 @@ mod tests {
             ..attested(Slot::AUTHENTICATION, &spki, 7)
         };
         let cert = Certificate::from_der(&attestation(&f9, &ca, &what).unwrap()).unwrap();
-        assert_eq!(extension_value(&cert, OID_YUBICO_POLICY), [1, 3]);
+        assert_eq!(extension_value(&cert, oid::YUBICO_POLICY), [1, 3]);
 
         assert!(matches!(
             attestation(&f9, b"junk", &attested(Slot::AUTHENTICATION, &spki, 1)),
@@ -859,7 +838,7 @@ mod tests {
         let san = exts[3].extn_value.as_bytes();
         assert!(san.windows(18).any(|w| w == b"alice@example.test"));
         let eku = ExtendedKeyUsage::from_der(exts[2].extn_value.as_bytes()).unwrap();
-        assert_eq!(eku.0, [OID_MS_SMARTCARD_LOGON, OID_CLIENT_AUTH]);
+        assert_eq!(eku.0, [oid::MS_SMARTCARD_LOGON, oid::CLIENT_AUTH]);
     }
 
     // ---- the same certificates checked by the openssl command line ----

@@ -61,7 +61,8 @@ fn client(reader: &str, want: &Expected) {
     let card = ctx
         .connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
         .unwrap_or_else(|e| panic!("connect {reader}: {e}"));
-    let select = [0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08];
+    let aid = &piv_applet::enums::PIV_AID[..piv_applet::enums::PIV_RID_LEN];
+    let select = piv_applet::apdu::build_command(0, 0xA4, 0x04, 0x00, aid, None);
     ok(&transmit(&card, &select), "SELECT");
     let serial = ok(
         &transmit(&card, &[0x00, 0xF8, 0x00, 0x00, 0x00]),
@@ -73,8 +74,10 @@ fn client(reader: &str, want: &Expected) {
         "{reader}: another card's serial"
     );
     let verify = [
-        0x00, 0x20, 0x00, 0x80, 0x08, b'1', b'2', b'3', b'4', b'5', b'6', 0xFF, 0xFF,
-    ];
+        &[0x00, 0x20, 0x00, 0x80, 0x08][..],
+        &piv_applet::state::pad_pin(piv_applet::state::DEFAULT_PIN),
+    ]
+    .concat();
     ok(&transmit(&card, &verify), "VERIFY");
     for i in 0..SIGNATURES_PER_CARD {
         let mut digest = [0u8; 32];

@@ -18,7 +18,11 @@ fn transmit(card: &pcsc::Card, apdu: &[u8]) -> Vec<u8> {
     card.transmit(apdu, &mut buf).expect("transmit").to_vec()
 }
 
-const SELECT: [u8; 10] = [0x00, 0xA4, 0x04, 0x00, 0x05, 0xA0, 0x00, 0x00, 0x03, 0x08];
+/// SELECT by the NIST RID alone, the shortest AID the card selects PIV by.
+fn select() -> Vec<u8> {
+    let aid = &piv_applet::enums::PIV_AID[..piv_applet::enums::PIV_RID_LEN];
+    piv_applet::apdu::build_command(0, 0xA4, 0x04, 0x00, aid, None)
+}
 const GET_SERIAL: [u8; 5] = [0x00, 0xF8, 0x00, 0x00, 0x00];
 
 #[test]
@@ -37,7 +41,7 @@ fn pcsc_crate_thousand_apdus() {
     };
     assert_eq!(atr, piv_applet::state::YUBIKEY5_NFC_ATR.to_vec());
     assert_eq!(
-        &transmit(&card, &SELECT)[..][transmit(&card, &SELECT).len() - 2..],
+        &transmit(&card, &select())[..][transmit(&card, &select()).len() - 2..],
         &[0x90, 0x00]
     );
     for i in 0..1000 {
@@ -175,7 +179,7 @@ fn vreader_reconnects_after_pcscd_restarts() {
         pcscd("restart");
         wait_for_card(READER0, DEADLINE);
         let card = connect(READER0);
-        let r = transmit(&card, &SELECT);
+        let r = transmit(&card, &select());
         assert_eq!(&r[r.len() - 2..], &[0x90, 0x00], "round {round}");
     }
     assert!(
@@ -244,7 +248,7 @@ fn pcscd_absent_at_start_then_started() {
     e2e::wait_for_log(&rig.log_path(index), "is pcscd running");
     pcscd("start");
     wait_for_card(READER0, DEADLINE);
-    let r = transmit(&connect(READER0), &SELECT);
+    let r = transmit(&connect(READER0), &select());
     assert_eq!(&r[r.len() - 2..], &[0x90, 0x00]);
 }
 
@@ -284,7 +288,7 @@ fn listen_mode_serves_a_reader_and_refuses_remote_addresses() {
         reader.atr().unwrap(),
         piv_applet::state::YUBIKEY5_NFC_ATR.to_vec()
     );
-    let r = reader.transmit(&SELECT).unwrap();
+    let r = reader.transmit(&select()).unwrap();
     assert_eq!(&r[r.len() - 2..], &[0x90, 0x00]);
     let out = std::process::Command::new(e2e::vreader_bin())
         .args([

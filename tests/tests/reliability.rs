@@ -152,21 +152,14 @@ fn connect_reader(port: u16) -> vpcd::ReaderConnection {
 }
 
 fn mgmt_auth(r: &mut vpcd::ReaderConnection) -> Result<(), vpcd::FrameError> {
+    use piv_applet::client::{Client, ClientError};
     let key = piv_applet::mgmt::ManagementKey::default_for(AlgorithmId::Aes192);
-    let resp = r.transmit(&[0x00, 0x87, 0x0A, 0x9B, 0x04, 0x7C, 0x02, 0x80, 0x00])?;
-    let witness = key.decrypt_block(&resp[4..20]).unwrap();
-    let mut data = vec![0x7C, 0x24, 0x80, 0x10];
-    data.extend_from_slice(&witness);
-    data.extend_from_slice(&[0x81, 0x10]);
-    data.extend_from_slice(&[0x33; 16]);
-    let apdu = piv_applet::apdu::build_command(0, 0x87, 0x0A, 0x9B, &data, Some(256));
-    let resp = r.transmit(&apdu)?;
-    assert_eq!(
-        &resp[resp.len() - 2..],
-        &[0x90, 0x00],
-        "management key authentication"
-    );
-    Ok(())
+    let mut card = Client::new(|apdu: &[u8]| r.transmit(apdu).map(|resp| resp.to_vec()));
+    match card.authenticate(&key) {
+        Ok(()) => Ok(()),
+        Err(ClientError::Transport(e)) => Err(e),
+        Err(e) => panic!("management key authentication: {e}"),
+    }
 }
 
 #[test]
@@ -699,11 +692,19 @@ fn soak_four_cards_hundred_thousand_apdus() {
             std::thread::spawn(move || {
                 let mut r = connect_reader(port + i);
                 let verify = [
-                    0x00, 0x20, 0x00, 0x80, 0x08, b'1', b'2', b'3', b'4', b'5', b'6', 0xFF, 0xFF,
-                ];
-                let get_chuid = [
-                    0x00, 0xCB, 0x3F, 0xFF, 0x05, 0x5C, 0x03, 0x5F, 0xC1, 0x02, 0x00,
-                ];
+                    &[0x00, 0x20, 0x00, 0x80, 0x08][..],
+                    &piv_applet::state::pad_pin(piv_applet::state::DEFAULT_PIN),
+                ]
+                .concat();
+                let chuid = piv_applet::ObjectId::CHUID.to_bytes();
+                let get_chuid = piv_applet::apdu::build_command(
+                    0,
+                    0xCB,
+                    0x3F,
+                    0xFF,
+                    &piv_applet::tlv::encode(0x5C, &chuid),
+                    Some(256),
+                );
                 let mut sign = vec![
                     0x00, 0x87, 0x11, 0x9A, 0x26, 0x7C, 0x24, 0x82, 0x00, 0x81, 0x20,
                 ];

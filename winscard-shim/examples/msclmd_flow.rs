@@ -27,6 +27,8 @@ mod flow {
     use std::ptr::{null, null_mut};
 
     use der::{Decode, Encode};
+    use piv_applet::client::Client;
+    use piv_applet::{oid, tlv, ObjectId};
     use rsa::pkcs8::DecodePublicKey;
     use rsa::traits::PublicKeyParts;
     use sha2::Digest;
@@ -66,34 +68,38 @@ mod flow {
     }
 
     impl Ctx {
-        /// SCardTransmit + GET RESPONSE for 61xx, as msclmd does.
-        fn apdu(&self, cmd: &[u8]) -> (Vec<u8>, u16) {
-            let mut out = Vec::new();
-            let mut cmd = cmd.to_vec();
-            loop {
-                let mut buf = vec![0u8; 258];
-                let mut len = buf.len() as u32;
-                let rc = unsafe {
-                    SCardTransmit(
-                        self.card,
-                        &raw const g_rgSCardT1Pci,
-                        cmd.as_ptr(),
-                        cmd.len() as u32,
-                        null_mut(),
-                        buf.as_mut_ptr(),
-                        &mut len,
-                    )
-                };
-                ok(rc, "SCardTransmit");
-                buf.truncate(len as usize);
-                let sw = u16::from_be_bytes([buf[len as usize - 2], buf[len as usize - 1]]);
-                out.extend_from_slice(&buf[..len as usize - 2]);
-                if sw >> 8 == 0x61 {
-                    cmd = vec![0x00, 0xC0, 0x00, 0x00, sw as u8];
-                    continue;
-                }
-                return (out, sw);
+        /// One SCardTransmit into a 258-byte buffer, as msclmd does.
+        fn transmit(&self, cmd: &[u8]) -> Result<Vec<u8>, String> {
+            let mut buf = vec![0u8; 258];
+            let mut len = buf.len() as u32;
+            let rc = unsafe {
+                SCardTransmit(
+                    self.card,
+                    &raw const g_rgSCardT1Pci,
+                    cmd.as_ptr(),
+                    cmd.len() as u32,
+                    null_mut(),
+                    buf.as_mut_ptr(),
+                    &mut len,
+                )
+            };
+            if rc != 0 {
+                return Err(format!("SCardTransmit failed: 0x{:08X}", rc as u32));
             }
+            buf.truncate(len as usize);
+            Ok(buf)
+        }
+
+        /// The PIV client over this card: GET RESPONSE for 61xx, as msclmd
+        /// follows it.
+        fn piv(&self) -> Client<impl FnMut(&[u8]) -> Result<Vec<u8>, String> + '_> {
+            Client::new(|cmd: &[u8]| self.transmit(cmd))
+        }
+
+        /// One command APDU, its whole answer.
+        fn apdu(&self, cmd: &[u8]) -> (Vec<u8>, u16) {
+            let r = self.piv().exchange(cmd).unwrap_or_else(|e| panic!("{e}"));
+            (r.data.to_vec(), r.sw.into())
         }
 
         fn read_cache(&mut self, id: &GUID, name: &str) -> Result<Vec<u8>, u32> {
@@ -258,14 +264,12 @@ mod flow {
                 .collect();
             let name = String::from_utf16_lossy(&name);
             let tag = u32::from_str_radix(&name[30..36], 16).expect("tag in the name");
-            let t = tag.to_be_bytes();
-            let (obj, sw) = c.apdu(&[
-                0x00, 0xCB, 0x3F, 0xFF, 0x05, 0x5C, 0x03, t[1], t[2], t[3], 0x00,
-            ]);
-            assert_eq!(sw, 0x9000, "GET DATA {tag:06X}");
-            assert_eq!(obj[0], 0x53);
-            let (_, n) = ber_len(&obj[1..]);
-            let inner = &obj[1 + n..];
+            // The client checks the outer tag 53 and unwraps it.
+            let inner = c
+                .piv()
+                .get_data(ObjectId(tag))
+                .unwrap_or_else(|e| panic!("GET DATA {tag:06X}: {e}"))
+                .unwrap_or_else(|| panic!("GET DATA {tag:06X}: no object"));
             assert_eq!(inner[0], 0x70);
             let (clen, n) = ber_len(&inner[1..]);
             let cert_der = inner[1 + n..1 + n + clen].to_vec();
@@ -273,7 +277,7 @@ mod flow {
             let spki = &cert.tbs_certificate.subject_public_key_info;
             // PIV slots 9A, 9C, 9E sign; 9D and retired slots agree keys.
             let signing = matches!(tag, 0x5FC105 | 0x5FC10A | 0x5FC101);
-            let ec = spki.algorithm.oid.to_string() == "1.2.840.10045.2.1";
+            let ec = spki.algorithm.oid == oid::EC;
             let key_exchange = !ec || !signing;
             let hex = format!("{i:02x}");
 
@@ -372,7 +376,8 @@ mod flow {
     }
 
     pub fn run() {
-        let pin = std::env::var("MSCLMD_FLOW_PIN").unwrap_or_else(|_| "123456".into());
+        let pin = std::env::var("MSCLMD_FLOW_PIN")
+            .unwrap_or_else(|_| String::from_utf8_lossy(piv_applet::state::DEFAULT_PIN).into());
         let started = unsafe { SCardAccessStartedEvent() };
         assert!(!started.is_null(), "SCardAccessStartedEvent");
         unsafe { SCardReleaseStartedEvent() };
@@ -529,33 +534,27 @@ mod flow {
             unsafe { SCardBeginTransaction(c.card) },
             "SCardBeginTransaction",
         );
-        let (_, sw) = c.apdu(&[
-            0x00, 0xA4, 0x04, 0x00, 0x09, 0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00,
-            0x00,
-        ]);
-        assert_eq!(sw, 0x9000, "SELECT");
-        let (chuid, sw) = c.apdu(&[
-            0x00, 0xCB, 0x3F, 0xFF, 0x05, 0x5C, 0x03, 0x5F, 0xC1, 0x02, 0x00,
-        ]);
-        assert_eq!(sw, 0x9000, "GET DATA CHUID");
-        let gpos = chuid
-            .windows(2)
-            .position(|w| w == [0x34, 0x10])
-            .expect("GUID in CHUID")
-            + 2;
-        let guid = chuid[gpos..gpos + 16].to_vec();
-        let (obj, sw) = c.apdu(&[
-            0x00, 0xCB, 0x3F, 0xFF, 0x05, 0x5C, 0x03, 0x5F, 0xC1, 0x05, 0x00,
-        ]);
-        assert_eq!(sw, 0x9000, "GET DATA 9A certificate");
-        // 53 82 LL LL 70 82 LL LL <cert>
-        assert_eq!((obj[0], obj[4]), (0x53, 0x70));
-        let clen = if obj[5] == 0x82 {
-            u16::from_be_bytes([obj[6], obj[7]]) as usize
+        c.piv().select().expect("SELECT");
+        let chuid = c
+            .piv()
+            .get_data(ObjectId::CHUID)
+            .expect("GET DATA CHUID")
+            .expect("a CHUID");
+        let guid = tlv::find(&chuid, 0x34).expect("GUID in CHUID").to_vec();
+        assert_eq!(guid.len(), 16, "GUID in CHUID");
+        let obj = c
+            .piv()
+            .get_data(ObjectId::CERT_PIV_AUTH)
+            .expect("GET DATA 9A certificate")
+            .expect("a 9A certificate");
+        // 70 82 LL LL <cert> inside 53 (the client checked and unwrapped it)
+        assert_eq!(obj[0], 0x70);
+        let clen = if obj[1] == 0x82 {
+            u16::from_be_bytes([obj[2], obj[3]]) as usize
         } else {
             panic!("long certificate expected")
         };
-        let cert_der = obj[8..8 + clen].to_vec();
+        let cert_der = obj[4..4 + clen].to_vec();
 
         let id: GUID = unsafe { std::ptr::read_unaligned(guid.as_ptr().cast()) };
         check_cache(&mut c, &id, activity, &guid, &cert_der);
@@ -566,10 +565,10 @@ mod flow {
         println!("{containers} containers checked against the card");
 
         // VERIFY then the chained GENERAL AUTHENTICATE msclmd sends.
+        // Raw APDUs: msclmd's exact bytes (VERIFY without Le, its own
+        // chaining split) are what this flow checks the shim passes on.
         let mut verify = vec![0x00, 0x20, 0x00, 0x80, 0x08];
-        let mut padded = pin.as_bytes().to_vec();
-        padded.resize(8, 0xFF);
-        verify.extend_from_slice(&padded);
+        verify.extend_from_slice(&piv_applet::state::pad_pin(pin.as_bytes()));
         assert_eq!(c.apdu(&verify).1, 0x9000, "VERIFY");
         let cert = x509_cert::Certificate::from_der(&cert_der).unwrap();
         let pk = rsa::RsaPublicKey::from_public_key_der(

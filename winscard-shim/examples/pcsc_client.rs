@@ -7,30 +7,13 @@
 
 use std::ffi::CString;
 
+use piv_applet::client::Client;
+use piv_applet::ObjectId;
+
 fn check(cond: bool, what: &str) {
     if !cond {
         eprintln!("pcsc-client: FAILED: {what}");
         std::process::exit(1);
-    }
-}
-
-/// Sends an APDU and follows 61xx with GET RESPONSE.
-fn exchange(card: &pcsc::Card, apdu: &[u8]) -> (Vec<u8>, u16) {
-    let mut buf = [0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
-    let mut out = Vec::new();
-    let mut cmd = apdu.to_vec();
-    loop {
-        let r = card.transmit(&cmd, &mut buf).unwrap_or_else(|e| {
-            eprintln!("pcsc-client: FAILED: transmit: {e}");
-            std::process::exit(1)
-        });
-        let (data, sw) = r.split_at(r.len() - 2);
-        out.extend_from_slice(data);
-        if sw[0] == 0x61 {
-            cmd = vec![0x00, 0xC0, 0x00, 0x00, sw[1]];
-            continue;
-        }
-        return (out, u16::from_be_bytes([sw[0], sw[1]]));
     }
 }
 
@@ -88,32 +71,24 @@ fn main() {
     );
 
     let tx = card.transaction().expect("begin transaction");
-    let (_, sw) = exchange(
-        &tx,
-        &[
-            0x00, 0xA4, 0x04, 0x00, 0x09, 0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00,
-            0x00,
-        ],
-    );
-    check(sw == 0x9000, "SELECT PIV");
-    let (chuid, sw) = exchange(
-        &tx,
-        &[
-            0x00, 0xCB, 0x3F, 0xFF, 0x05, 0x5C, 0x03, 0x5F, 0xC1, 0x02, 0x00,
-        ],
-    );
+    let mut buf = [0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
+    // Plain PC/SC transmits; the PIV client follows 61xx with GET RESPONSE.
+    let mut piv = Client::new(|apdu: &[u8]| tx.transmit(apdu, &mut buf).map(<[u8]>::to_vec));
+    let failed = |what: &str, e: &dyn std::fmt::Display| -> ! {
+        eprintln!("pcsc-client: FAILED: {what}: {e}");
+        std::process::exit(1)
+    };
+    piv.select().unwrap_or_else(|e| failed("SELECT PIV", &e));
+    let chuid = piv
+        .get_data(ObjectId::CHUID)
+        .unwrap_or_else(|e| failed("GET DATA CHUID", &e));
+    check(chuid.is_some(), "GET DATA CHUID");
+    let cert = piv
+        .get_data(ObjectId::CERT_PIV_AUTH)
+        .unwrap_or_else(|e| failed("GET DATA certificate 9A", &e))
+        .unwrap_or_default();
     check(
-        sw == 0x9000 && chuid.first() == Some(&0x53),
-        "GET DATA CHUID",
-    );
-    let (cert, sw) = exchange(
-        &tx,
-        &[
-            0x00, 0xCB, 0x3F, 0xFF, 0x05, 0x5C, 0x03, 0x5F, 0xC1, 0x05, 0x00,
-        ],
-    );
-    check(
-        sw == 0x9000 && cert.len() > 300,
+        cert.len() > 300,
         "GET DATA certificate 9A (through GET RESPONSE)",
     );
     println!("certificate object: {} bytes", cert.len());

@@ -17,7 +17,9 @@
 use std::ffi::CString;
 
 use piv_applet::apdu::build_command;
+use piv_applet::enums::{PIV_AID, PIV_RID_LEN};
 use piv_applet::mgmt::ManagementKey;
+use piv_applet::state::{pad_pin, DEFAULT_PIN, DEFAULT_PUK};
 use piv_applet::AlgorithmId;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::traits::PublicKeyParts;
@@ -33,6 +35,8 @@ fn fail(what: &str) -> ! {
     std::process::exit(1)
 }
 
+/// Raw APDUs throughout, not the PIV client: the chunk sizes and the
+/// small Le are the point, and the decrypted witness must be printed.
 struct Reader {
     card: pcsc::Card,
 }
@@ -103,12 +107,6 @@ impl Reader {
     }
 }
 
-fn pin_block(pin: &[u8]) -> Vec<u8> {
-    let mut b = pin.to_vec();
-    b.resize(8, 0xFF);
-    b
-}
-
 /// PUT DATA of a whole object: `5C <id> 53 <value>`.
 fn put_data(id: &[u8], value: &[u8]) -> Vec<u8> {
     let mut d = vec![0x5C, id.len() as u8];
@@ -128,25 +126,18 @@ fn main() {
         .connect(name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
         .unwrap_or_else(|e| fail(&format!("connect: {e}")));
     let r = Reader { card };
-    r.send(
-        "SELECT",
-        0xA4,
-        0x04,
-        0x00,
-        &[0xA0, 0x00, 0x00, 0x03, 0x08],
-        255,
-    );
+    r.send("SELECT", 0xA4, 0x04, 0x00, &PIV_AID[..PIV_RID_LEN], 255);
 
-    let pin = pin_block(b"QX7Z12");
-    let puk = pin_block(b"QX7Z5678");
+    let pin = pad_pin(b"QX7Z12");
+    let puk = pad_pin(b"QX7Z5678");
     // PIN and PUK changed to values that carry the marker, then used.
-    let data = [pin_block(b"123456"), pin.clone()].concat();
+    let data = [pad_pin(DEFAULT_PIN), pin].concat();
     r.send("CHANGE REFERENCE DATA (PIN)", 0x24, 0x00, 0x80, &data, 255);
     r.send("VERIFY", 0x20, 0x00, 0x80, &pin, 255);
     r.send("chained VERIFY", 0x20, 0x00, 0x80, &pin, 3);
-    let data = [pin_block(b"12345678"), puk.clone()].concat();
+    let data = [pad_pin(DEFAULT_PUK), puk].concat();
     r.send("CHANGE REFERENCE DATA (PUK)", 0x24, 0x00, 0x81, &data, 255);
-    let data = [puk.clone(), pin.clone()].concat();
+    let data = [puk, pin].concat();
     r.send("RESET RETRY COUNTER", 0x2C, 0x00, 0x80, &data, 255);
     r.send("VERIFY", 0x20, 0x00, 0x80, &pin, 255);
 

@@ -8,12 +8,10 @@
 //! read from the card itself.
 
 use std::fmt::Write as _;
-use std::io::Read;
 
 use der::Decode;
-use flate2::read::GzDecoder;
-use piv_applet::apdu::build_command;
-use piv_applet::tlv;
+use piv_applet::client::{Client, ClientError};
+use piv_applet::{oid, tlv, ObjectId, Slot};
 
 pub mod record;
 
@@ -21,28 +19,12 @@ pub use record::{
     CardCf, CertFile, ContainerInfo, ContainerRecord, DecodeError, EccMagic, KeyBlob, Record, Value,
 };
 
-/// PIV application identifier (NIST SP 800-73-4), the 9-byte form OpenSC
-/// and msclmd select.
-pub const PIV_AID: [u8; 9] = [0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00];
-/// CHUID object tag.
-pub const CHUID_TAG: u32 = 0x5FC102;
-
-/// Every slot that can hold a certificate msclmd exposes, with its
-/// certificate object tag, in the order containers are numbered.
-pub const CERT_SLOTS: [(u8, u32); 24] = {
-    let mut out = [(0u8, 0u32); 24];
-    out[0] = (0x9A, 0x5FC105);
-    out[1] = (0x9C, 0x5FC10A);
-    out[2] = (0x9D, 0x5FC10B);
-    out[3] = (0x9E, 0x5FC101);
-    let mut i = 0;
-    while i < 20 {
-        // Retired key 82+i has object 5FC10D+i (msclmd: key ref = tag low byte + 0x75).
-        out[4 + i] = (0x82 + i as u8, 0x5FC10D + i as u32);
-        i += 1;
-    }
-    out
-};
+/// Every slot that can hold a certificate msclmd exposes, as (key
+/// reference, certificate object tag), in the order containers are
+/// numbered: the card's own table of the 24 PIV slots.
+pub fn cert_slots() -> impl Iterator<Item = (u8, u32)> {
+    Slot::piv().map(|s| (s.key_ref(), s.certificate_object().0))
+}
 
 /// One APDU in, response data + SW out; errors mean the card is gone.
 pub type Transport<'a> = dyn FnMut(&[u8]) -> Result<Vec<u8>, String> + 'a;
@@ -50,10 +32,10 @@ pub type Transport<'a> = dyn FnMut(&[u8]) -> Result<Vec<u8>, String> + 'a;
 /// Why the cache could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("card transport failed: {0}")]
-    Transport(String),
-    #[error("card answered {sw:04X} to {what}")]
-    Status { what: &'static str, sw: u16 },
+    /// Reading the card failed: its transport, a refusal or a malformed
+    /// answer.
+    #[error(transparent)]
+    Card(#[from] ClientError<String>),
     #[error("malformed {what}: {detail}")]
     Malformed { what: String, detail: String },
 }
@@ -74,99 +56,12 @@ pub struct SlotCert {
     pub der: Vec<u8>,
 }
 
-/// Sends one APDU and collects the whole answer, following `61xx` with GET
-/// RESPONSE and `6Cxx` with a corrected Le, as a PC/SC host must.
-pub fn exchange(tx: &mut Transport<'_>, apdu: &[u8]) -> Result<(Vec<u8>, u16), CacheError> {
-    let mut data = Vec::new();
-    let mut resp = tx(apdu).map_err(CacheError::Transport)?;
-    // A card (or remote peer) that answers 61xx / 6Cxx forever must not
-    // keep the shim looping and growing its buffer: no PIV object needs
-    // more than a few hundred GET RESPONSEs.
-    for _ in 0..MAX_RESPONSE_ROUNDS {
-        if resp.len() < 2 {
-            return Err(CacheError::Malformed {
-                what: "response".into(),
-                detail: format!("{} bytes", resp.len()),
-            });
-        }
-        let sw = u16::from_be_bytes([resp[resp.len() - 2], resp[resp.len() - 1]]);
-        data.extend_from_slice(&resp[..resp.len() - 2]);
-        match sw >> 8 {
-            0x61 => {
-                resp = tx(&[0x00, 0xC0, 0x00, 0x00, sw as u8]).map_err(CacheError::Transport)?
-            }
-            0x6C => {
-                let mut again = apdu.to_vec();
-                if let Some(last) = again.last_mut() {
-                    *last = sw as u8;
-                }
-                data.clear();
-                resp = tx(&again).map_err(CacheError::Transport)?;
-            }
-            _ => return Ok((data, sw)),
-        }
-        if data.len() > MAX_OBJECT_BYTES {
-            break;
-        }
-    }
-    Err(CacheError::Malformed {
-        what: "response".into(),
-        detail: format!(
-            "the card kept answering 61xx/6Cxx (more than {MAX_RESPONSE_ROUNDS} rounds or {MAX_OBJECT_BYTES} bytes)"
-        ),
-    })
-}
-
-/// Most GET RESPONSE / Le-correction rounds one exchange may take.
-const MAX_RESPONSE_ROUNDS: usize = 1024;
-/// Largest object (or decompressed certificate) read from a card.
-const MAX_OBJECT_BYTES: usize = 1 << 20;
-
-fn get_data(tx: &mut Transport<'_>, tag: u32) -> Result<Option<Vec<u8>>, CacheError> {
-    let t = tag.to_be_bytes();
-    let apdu = build_command(
-        0x00,
-        0xCB,
-        0x3F,
-        0xFF,
-        &[0x5C, 0x03, t[1], t[2], t[3]],
-        Some(256),
-    );
-    let (data, sw) = exchange(tx, &apdu)?;
-    match sw {
-        0x9000 => {
-            let outer = tlv::parse_one(&data).map_err(|e| CacheError::Malformed {
-                what: format!("object {tag:06X}"),
-                detail: format!("{e:?}"),
-            })?;
-            if outer.tag != 0x53 {
-                return Err(CacheError::Malformed {
-                    what: format!("object {tag:06X}"),
-                    detail: format!("outer tag {:X}, expected 53", outer.tag),
-                });
-            }
-            Ok(Some(outer.value.to_vec()))
-        }
-        0x6A82 => Ok(None),
-        sw => Err(CacheError::Status {
-            what: "GET DATA",
-            sw,
-        }),
-    }
-}
-
 /// Reads the CHUID GUID and every slot's certificate through APDUs.
 pub fn read_card(tx: &mut Transport<'_>) -> Result<CardInfo, CacheError> {
-    let select = build_command(0x00, 0xA4, 0x04, 0x00, &PIV_AID, Some(256));
-    let (_, sw) = exchange(tx, &select)?;
-    if sw != 0x9000 {
-        return Err(CacheError::Status {
-            what: "SELECT PIV",
-            sw,
-        });
-    }
+    let mut card = Client::new(tx);
+    card.select()?;
     let mut guid = [0u8; 16];
-    if let Some(chuid) = get_data(tx, CHUID_TAG)? {
+    if let Some(chuid) = card.get_data(ObjectId::CHUID)? {
         if let Some(g) = tlv::find(&chuid, 0x34) {
             if g.len() == 16 {
                 guid.copy_from_slice(g);
@@ -174,34 +69,13 @@ pub fn read_card(tx: &mut Transport<'_>) -> Result<CardInfo, CacheError> {
         }
     }
     let mut certs = Vec::new();
-    for (key_ref, object_tag) in CERT_SLOTS {
-        let Some(value) = get_data(tx, object_tag)? else {
+    for slot in Slot::piv() {
+        let Some(der) = card.read_certificate(slot)? else {
             continue;
-        };
-        let Some(cert) = tlv::find(&value, 0x70) else {
-            continue;
-        };
-        if cert.is_empty() {
-            continue;
-        }
-        let compressed = tlv::find(&value, 0x71).is_some_and(|i| i.first() == Some(&1));
-        let der = if compressed {
-            let mut out = Vec::new();
-            // Bounded: a hostile card must not make the shim inflate a bomb.
-            GzDecoder::new(cert)
-                .take(MAX_OBJECT_BYTES as u64)
-                .read_to_end(&mut out)
-                .map_err(|e| CacheError::Malformed {
-                    what: format!("gzip certificate in {object_tag:06X}"),
-                    detail: e.to_string(),
-                })?;
-            out
-        } else {
-            cert.to_vec()
         };
         certs.push(SlotCert {
-            key_ref,
-            object_tag,
+            key_ref: slot.key_ref(),
+            object_tag: slot.certificate_object().0,
             der,
         });
     }
@@ -235,10 +109,7 @@ pub fn parse_container_name(name: &str) -> Option<([u8; 13], u32)> {
         g[o] = raw[i];
     }
     let tag = u32::from_str_radix(&name[30..], 16).ok()?;
-    CERT_SLOTS
-        .iter()
-        .any(|(_, t)| *t == tag)
-        .then_some((g, tag))
+    cert_slots().any(|(_, t)| t == tag).then_some((g, tag))
 }
 
 /// The three freshness counters msclmd keeps (pin, containers, files).
@@ -340,11 +211,6 @@ impl PublicKey {
     }
 }
 
-const OID_RSA: &str = "1.2.840.113549.1.1.1";
-const OID_EC: &str = "1.2.840.10045.2.1";
-const OID_P256: &str = "1.2.840.10045.3.1.7";
-const OID_P384: &str = "1.3.132.0.34";
-
 /// The public key of an X.509 certificate.
 pub fn certificate_public_key(der: &[u8]) -> Result<PublicKey, CacheError> {
     let bad = |detail: String| CacheError::Malformed {
@@ -354,23 +220,22 @@ pub fn certificate_public_key(der: &[u8]) -> Result<PublicKey, CacheError> {
     let cert = x509_cert::Certificate::from_der(der).map_err(|e| bad(e.to_string()))?;
     let spki = &cert.tbs_certificate.subject_public_key_info;
     let key_bits = spki.subject_public_key.raw_bytes();
-    match spki.algorithm.oid.to_string().as_str() {
-        OID_RSA => {
+    match spki.algorithm.oid {
+        oid::RSA => {
             let key = pkcs1_rsa(key_bits).map_err(bad)?;
             Ok(key)
         }
-        OID_EC => {
+        oid::EC => {
             let curve = spki
                 .algorithm
                 .parameters
                 .as_ref()
-                .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok())
-                .map(|o| o.to_string())
-                .unwrap_or_default();
-            let bits = match curve.as_str() {
-                OID_P256 => 256u16,
-                OID_P384 => 384,
-                other => return Err(bad(format!("unsupported curve {other}"))),
+                .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok());
+            let bits = match curve {
+                Some(oid::P256) => 256u16,
+                Some(oid::P384) => 384,
+                Some(other) => return Err(bad(format!("unsupported curve {other}"))),
+                None => return Err(bad("unsupported curve ".into())),
             };
             let n = usize::from(bits / 8);
             if key_bits.len() != 1 + 2 * n || key_bits[0] != 4 {
@@ -649,8 +514,79 @@ mod tests {
             calls += 1;
             Ok(vec![0xAA; 200].into_iter().chain([0x61, 0x00]).collect())
         };
-        assert!(exchange(&mut tx, &[0x00, 0xCB, 0x3F, 0xFF]).is_err());
-        assert!(calls <= MAX_RESPONSE_ROUNDS + 1);
+        let e = read_card(&mut tx).unwrap_err();
+        assert!(e.to_string().contains("kept answering 61xx/6Cxx"), "{e}");
+        assert!(calls <= piv_applet::client::MAX_RESPONSE_ROUNDS + 1);
+    }
+
+    /// What the shim logs when a card cannot be read names the step and
+    /// the card's answer.
+    #[test]
+    fn read_card_errors_name_the_step() {
+        fn run(mut tx: impl FnMut(&[u8]) -> Result<Vec<u8>, String>) -> String {
+            read_card(&mut tx).unwrap_err().to_string()
+        }
+        assert_eq!(
+            run(|_: &[u8]| Err("gone".into())),
+            "card transport failed: gone"
+        );
+        assert_eq!(
+            run(|_: &[u8]| Ok(vec![0x6A, 0x82])),
+            "card answered 6A82 to SELECT PIV"
+        );
+        assert_eq!(
+            run(|_: &[u8]| Ok(vec![0x90])),
+            "malformed response: 1 bytes"
+        );
+        let get_data = |answer: Vec<u8>| {
+            move |apdu: &[u8]| -> Result<Vec<u8>, String> {
+                Ok(if apdu[1] == 0xA4 {
+                    vec![0x90, 0x00]
+                } else {
+                    answer.clone()
+                })
+            }
+        };
+        assert_eq!(
+            run(get_data(vec![0x69, 0x82])),
+            "card answered 6982 to GET DATA"
+        );
+        assert_eq!(
+            run(get_data(vec![0x54, 0x00, 0x90, 0x00])),
+            "malformed object 5FC102: outer tag 54, expected 53"
+        );
+        let mut bad_gzip = Vec::new();
+        tlv::write(&mut bad_gzip, 0x70, &[0x1F, 0x8B, 0x08]);
+        tlv::write(&mut bad_gzip, 0x71, &[0x01]);
+        let bad_gzip = [tlv::encode(0x53, &bad_gzip), vec![0x90, 0x00]].concat();
+        let e = run(get_data(bad_gzip));
+        assert!(
+            e.starts_with("malformed gzip certificate in 5FC105: "),
+            "{e}"
+        );
+    }
+
+    /// Containers are numbered in msclmd's slot order, each slot with the
+    /// object msclmd derives from its key reference.
+    #[test]
+    fn cert_slots_follow_msclmd_numbering() {
+        let slots: Vec<(u8, u32)> = cert_slots().collect();
+        assert_eq!(slots.len(), 24);
+        assert_eq!(
+            slots[..4],
+            [
+                (0x9A, 0x5FC105),
+                (0x9C, 0x5FC10A),
+                (0x9D, 0x5FC10B),
+                (0x9E, 0x5FC101)
+            ]
+        );
+        for (i, (key_ref, tag)) in slots[4..].iter().enumerate() {
+            assert_eq!(*key_ref, 0x82 + i as u8);
+            // msclmd: key reference = tag low byte + 0x75.
+            assert_eq!(tag & 0xFF, u32::from(*key_ref) - 0x75);
+            assert_eq!(tag >> 8, 0x5FC1);
+        }
     }
 
     use super::*;
@@ -907,12 +843,12 @@ mod tests {
     #[test]
     fn all_24_slots_are_named_in_windows_index_formats() {
         let certs = distinct_certs(24);
+        let slots: Vec<(u8, u32)> = cert_slots().collect();
         let info = CardInfo {
             guid: GUID,
-            certs: CERT_SLOTS
-                .iter()
+            certs: cert_slots()
                 .zip(&certs)
-                .map(|(&(key_ref, object_tag), der)| SlotCert {
+                .map(|((key_ref, object_tag), der)| SlotCert {
                     key_ref,
                     object_tag,
                     der: der.clone(),
@@ -934,7 +870,7 @@ mod tests {
                 .map(|c| u16::from_le_bytes([c[0], c[1]]))
                 .take_while(|u| *u != 0)
                 .collect();
-            let tag = format!("{:06x}", CERT_SLOTS[i].1);
+            let tag = format!("{:06x}", slots[i].1);
             assert!(
                 String::from_utf16_lossy(&units).ends_with(&tag),
                 "record {i}"

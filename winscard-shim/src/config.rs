@@ -6,11 +6,12 @@ use std::path::PathBuf;
 
 use piv_applet::credentials::{self, CredentialError, Origin};
 use piv_applet::keys::KeyMaterial;
+use piv_applet::state::PIN_LENGTHS;
 use piv_applet::{Card, CardOptions, Passphrase, PlainFile, Slot};
 use sha2::Digest;
 
 use crate::backend::{Backend, Embedded};
-use crate::cache::{parse_container_name, CacheOptions, CERT_SLOTS};
+use crate::cache::{cert_slots, parse_container_name, CacheOptions};
 
 /// MsRdpEx / sspi-rs variable names.
 pub mod vars {
@@ -212,10 +213,15 @@ impl Config {
                 let cert_der = credentials::certificate(&c, &cert_origin)?;
                 let key = credentials::private_key(&k, &key_origin)?;
                 let pin = match get(vars::PIN) {
-                    Some(p) if !(6..=8).contains(&p.len()) => {
+                    Some(p) if !PIN_LENGTHS.contains(&p.len()) => {
                         return Err(invalid(
                             vars::PIN,
-                            format!("a PIV PIN has 6 to 8 bytes, got {}", p.len()),
+                            format!(
+                                "a PIV PIN has {} to {} bytes, got {}",
+                                PIN_LENGTHS.start(),
+                                PIN_LENGTHS.end(),
+                                p.len()
+                            ),
                         ))
                     }
                     Some(p) => Some(zeroize::Zeroizing::new(p.into_bytes())),
@@ -228,7 +234,7 @@ impl Config {
                     match parse_container_name(&name) {
                         Some((g13, tag)) => {
                             guid[..13].copy_from_slice(&g13);
-                            slot = CERT_SLOTS.iter().find(|(_, t)| *t == tag).map(|(s, _)| *s).unwrap_or(0x9A);
+                            slot = cert_slots().find(|(_, t)| *t == tag).map(|(s, _)| s).unwrap_or(0x9A);
                         }
                         None => tracing::warn!(
                             "{}={name:?} does not follow the PIV naming rule (GUID + certificate tag, 36 \
@@ -600,9 +606,9 @@ mod tests {
         assert_eq!(info.guid, e.guid);
         assert_eq!(info.certs.len(), 1);
         assert_eq!(info.certs[0].der, cert);
-        let mut verify = vec![0x00, 0x20, 0x00, 0x80, 0x08];
-        verify.extend_from_slice(&piv_applet::state::pad_pin(b"24681357"));
-        assert_eq!(tx(&verify).unwrap(), [0x90, 0x00]);
+        piv_applet::client::Client::new(&mut tx)
+            .verify_pin(b"24681357")
+            .unwrap();
 
         // A PIV-style container name picks the GUID and the slot.
         m.insert(

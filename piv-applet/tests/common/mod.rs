@@ -2,13 +2,12 @@
 //! authenticates with the management key the way libykpiv does.
 #![allow(dead_code)]
 
-use piv_applet::apdu::{build_command, Response};
+use piv_applet::apdu::Response;
+use piv_applet::client::{Client, ClientError};
 use piv_applet::mgmt::ManagementKey;
 use piv_applet::{AlgorithmId, Card, CardOptions, StatusWord};
 
-pub const DEFAULT_MGMT: [u8; 24] = [
-    1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8,
-];
+pub const DEFAULT_MGMT: [u8; 24] = piv_applet::mgmt::DEFAULT_KEY;
 
 pub fn hex(s: &str) -> Vec<u8> {
     hex::decode(s.replace(' ', "")).expect("test hex")
@@ -21,6 +20,17 @@ pub fn new_card() -> Card {
         ..CardOptions::default()
     })
     .expect("card")
+}
+
+/// The status word of a command that either succeeded or was refused;
+/// anything else (a malformed answer, a card that does not prove it knows
+/// the management key) fails the test.
+fn refusal(r: Result<(), ClientError<core::convert::Infallible>>) -> StatusWord {
+    match r {
+        Ok(()) => StatusWord::Success,
+        Err(ClientError::Status { sw, .. }) => sw,
+        Err(e) => panic!("card proves it knows the key / answers well: {e}"),
+    }
 }
 
 pub struct Host {
@@ -38,52 +48,24 @@ impl Host {
         Response::parse(&out).expect("a response always has a status word")
     }
 
+    /// The card behind the PIV host client.
+    fn client(&mut self) -> Client<&mut Card> {
+        Client::new(&mut self.card)
+    }
+
     /// One command with short/extended length as needed, following 61xx.
     pub fn send(&mut self, ins: u8, p1: u8, p2: u8, data: &[u8]) -> Response {
-        let mut resp = self.raw(&build_command(
-            0,
-            ins,
-            p1,
-            p2,
-            data,
-            Some(if data.len() > 255 { 65536 } else { 256 }),
-        ));
-        let mut all = std::mem::take(&mut resp.data);
-        while let StatusWord::MoreData(n) = resp.sw {
-            resp = self.raw(&[0, 0xC0, 0, 0, n]);
-            all.extend_from_slice(&resp.data);
-        }
-        Response {
-            data: all,
-            sw: resp.sw,
-        }
+        self.client()
+            .send(ins.into(), p1, p2, data)
+            .expect("the card answers")
     }
 
     /// Sends `data` with command chaining in chunks of 255 bytes, short APDUs
     /// only (as ykman does with non-YubiKey readers), following 61xx.
     pub fn send_chained(&mut self, ins: u8, p1: u8, p2: u8, data: &[u8]) -> Response {
-        let chunks: Vec<&[u8]> = data.chunks(255).collect();
-        for c in &chunks[..chunks.len() - 1] {
-            let r = self.raw(&build_command(0x10, ins, p1, p2, c, None));
-            assert_eq!(r.sw, StatusWord::Success, "chained chunk");
-        }
-        let mut resp = self.raw(&build_command(
-            0,
-            ins,
-            p1,
-            p2,
-            chunks[chunks.len() - 1],
-            Some(256),
-        ));
-        let mut all = std::mem::take(&mut resp.data);
-        while let StatusWord::MoreData(n) = resp.sw {
-            resp = self.raw(&[0, 0xC0, 0, 0, n]);
-            all.extend_from_slice(&resp.data);
-        }
-        Response {
-            data: all,
-            sw: resp.sw,
-        }
+        self.client()
+            .send_chained(ins.into(), p1, p2, data)
+            .expect("chained chunk")
     }
 
     pub fn ok(&mut self, ins: u8, p1: u8, p2: u8, data: &[u8]) -> Vec<u8> {
@@ -93,42 +75,15 @@ impl Host {
     }
 
     pub fn verify_pin(&mut self, pin: &[u8]) -> StatusWord {
-        self.send(0x20, 0, 0x80, &piv_applet::state::pad_pin(pin))
-            .sw
+        refusal(self.client().verify_pin(pin))
     }
 
-    /// Mutual authentication with the management key.
+    /// Mutual authentication with the management key, with a fixed
+    /// challenge so that every run sends the same APDUs.
     pub fn auth(&mut self, alg: AlgorithmId, key: &[u8]) -> StatusWord {
         let k = ManagementKey::new(alg, key).unwrap();
-        let r = self.send(0x87, alg.into(), 0x9B, &hex("7C 02 80 00"));
-        if r.sw != StatusWord::Success {
-            return r.sw;
-        }
-        let witness_enc =
-            piv_applet::tlv::find(piv_applet::tlv::find(&r.data, 0x7C).unwrap(), 0x80)
-                .unwrap()
-                .to_vec();
-        let witness = k.decrypt_block(&witness_enc).unwrap();
         let challenge = vec![0x5A; k.block_size()];
-        let mut inner = Vec::new();
-        piv_applet::tlv::write(&mut inner, 0x80, &witness);
-        piv_applet::tlv::write(&mut inner, 0x81, &challenge);
-        let r = self.send(
-            0x87,
-            alg.into(),
-            0x9B,
-            &piv_applet::tlv::encode(0x7C, &inner),
-        );
-        if r.sw == StatusWord::Success {
-            let answer =
-                piv_applet::tlv::find(piv_applet::tlv::find(&r.data, 0x7C).unwrap(), 0x82).unwrap();
-            assert_eq!(
-                answer,
-                k.encrypt_block(&challenge).unwrap(),
-                "card proves it knows the key"
-            );
-        }
-        r.sw
+        refusal(self.client().authenticate_with(&k, &challenge))
     }
 
     pub fn auth_default(&mut self) {

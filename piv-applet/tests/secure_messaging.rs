@@ -3,6 +3,8 @@
 //! what is allowed with each credential and refused without it.
 
 use piv_applet::apdu::{build_command, Response};
+use piv_applet::client::Client;
+use piv_applet::enums::Ins;
 use piv_applet::keys::KeyMaterial;
 use piv_applet::sm::cvc::SignerPublicKey;
 use piv_applet::sm::{Channel, CipherSuite, Cvc, Initiator};
@@ -11,10 +13,9 @@ use piv_applet::{AlgorithmId, Card, CardOptions, PinPolicy, Slot, StatusWord, To
 
 const PAIRING: &str = "12345678";
 
-/// A card made for the test, and the host's secure messaging session.
+/// A card made for the test behind the project's host-side client.
 struct Host {
-    card: Card,
-    sm: Option<Channel>,
+    c: Client<Card>,
 }
 
 fn signer(suite: CipherSuite) -> (KeyMaterial, Vec<u8>) {
@@ -59,41 +60,45 @@ fn card(suite: Option<CipherSuite>, contactless: bool, pairing: Option<&str>) ->
         TouchPolicy::Never,
     )
     .unwrap();
-    Host { card, sm: None }
+    Host {
+        c: Client::new(card),
+    }
 }
 
 impl Host {
-    /// One command in the clear, its answer collected over GET RESPONSE.
-    fn plain(&mut self, ins: u8, p1: u8, p2: u8, data: &[u8]) -> Response {
-        let apdu = build_command(0, ins, p1, p2, data, Some(256));
-        self.collect(&apdu)
+    fn card(&mut self) -> &mut Card {
+        self.c.transport()
     }
 
+    /// One command in the clear, its answer collected over GET RESPONSE.
+    fn plain(&mut self, ins: u8, p1: u8, p2: u8, data: &[u8]) -> Response {
+        self.c.send(Ins::from(ins), p1, p2, data).unwrap()
+    }
+
+    /// One APDU as is, its answer collected over GET RESPONSE.
     fn collect(&mut self, apdu: &[u8]) -> Response {
-        let mut resp = Response::parse(&self.card.transmit(apdu)).unwrap();
-        let mut all = resp.data.to_vec();
-        while let StatusWord::MoreData(n) = resp.sw {
-            resp = Response::parse(&self.card.transmit(&[0, 0xC0, 0, 0, n])).unwrap();
-            all.extend_from_slice(&resp.data);
-        }
-        Response {
-            data: all.into(),
-            sw: resp.sw,
-        }
+        self.c.exchange(apdu).unwrap()
     }
 
     fn establish(&mut self, suite: CipherSuite) -> Cvc {
+        self.c
+            .open_secure_messaging(suite, *b"testhost")
+            .expect("key establishment")
+    }
+
+    /// A session whose channel the test holds itself, to send what a
+    /// client never would.
+    fn raw_session(&mut self, suite: CipherSuite) -> Channel {
         let host = Initiator::new(suite, *b"testhost");
         let r = self.plain(0x87, suite.algorithm(), 0x04, &host.request());
         assert_eq!(r.sw, StatusWord::Success, "key establishment");
-        let (channel, cvc) = host.finish(&r.data).expect("the card's answer checks out");
-        self.sm = Some(channel);
-        cvc
+        host.finish(&r.data)
+            .expect("the card's answer checks out")
+            .0
     }
 
-    /// One protected command (chained in 255-byte pieces when long); the
-    /// inner data and status word, or the outer status word when the card
-    /// answered in the clear.
+    /// One protected command: the inner data and status word, or the
+    /// outer status word when the card answered in the clear.
     fn secure(
         &mut self,
         ins: u8,
@@ -102,31 +107,10 @@ impl Host {
         data: &[u8],
         le: Option<usize>,
     ) -> Result<(Vec<u8>, u16), StatusWord> {
-        let channel = self.sm.as_mut().expect("a session");
-        let body = channel.protect_command(ins, p1, p2, data, le);
-        let chunks: Vec<&[u8]> = body.chunks(255).collect();
-        for c in &chunks[..chunks.len() - 1] {
-            let r = Response::parse(
-                &self
-                    .card
-                    .transmit(&build_command(0x1C, ins, p1, p2, c, None)),
-            )
-            .unwrap();
-            assert_eq!(r.sw, StatusWord::Success, "chained piece");
+        match self.c.send_secure(Ins::from(ins), p1, p2, data, le) {
+            Ok(r) => Ok((r.data.to_vec(), r.sw.into())),
+            Err(e) => Err(e.status().expect("the card answered in the clear")),
         }
-        let last = build_command(0x0C, ins, p1, p2, chunks[chunks.len() - 1], Some(256));
-        let r = self.collect(&last);
-        if r.sw != StatusWord::Success {
-            self.sm = None;
-            return Err(r.sw);
-        }
-        let (plain, sw) = self
-            .sm
-            .as_mut()
-            .unwrap()
-            .open_response(&r.data)
-            .expect("response MAC");
-        Ok((plain.to_vec(), sw))
     }
 }
 
@@ -166,12 +150,8 @@ fn a_card_without_secure_messaging_answers_as_before() {
         StatusWord::IncorrectP1P2
     );
     assert_eq!(
-        Response::parse(
-            &h.card
-                .transmit(&[0x0C, 0xCB, 0x3F, 0xFF, 0x05, 0x5C, 0x03, 0x5F, 0xC1, 0x02])
-        )
-        .unwrap()
-        .sw,
+        h.collect(&[0x0C, 0xCB, 0x3F, 0xFF, 0x05, 0x5C, 0x03, 0x5F, 0xC1, 0x02])
+            .sw,
         StatusWord::SecureMessagingNotSupported
     );
     assert_eq!(
@@ -211,7 +191,7 @@ fn both_suites_carry_every_kind_of_command() {
             .unwrap();
         cvc.verify(&SignerPublicKey::from_spki_der(&spki).unwrap())
             .unwrap();
-        assert_eq!(cvc.subject_id, h.card.state().identity.guid);
+        assert_eq!(cvc.subject_id, h.card().state().identity.guid);
 
         // GET DATA under SM answers what the clear one does.
         let clear = h.plain(0xCB, 0x3F, 0xFF, &get_data(&CHUID)).data.to_vec();
@@ -252,7 +232,7 @@ impl Host {
     fn authenticate_management(&mut self) {
         use piv_applet::mgmt::ManagementKey;
         use piv_applet::tlv;
-        let alg = h_alg(&self.card);
+        let alg = h_alg(self.c.transport());
         let key = ManagementKey::default_for(alg);
         let (r, sw) = self
             .secure(0x87, alg.into(), 0x9B, &[0x7C, 0x02, 0x80, 0x00], Some(256))
@@ -286,15 +266,13 @@ fn h_alg(card: &Card) -> AlgorithmId {
 #[test]
 fn a_bad_mac_ends_the_session_and_so_does_select() {
     let mut h = card(Some(CipherSuite::Cs2), false, None);
-    h.establish(CipherSuite::Cs2);
-    let channel = h.sm.as_mut().unwrap();
+    let mut channel = h.raw_session(CipherSuite::Cs2);
     let mut body = channel.protect_command(0xCB, 0x3F, 0xFF, &get_data(&CHUID), Some(256));
     let n = body.len();
     body[n - 1] ^= 1;
     let r = h.collect(&build_command(0x0C, 0xCB, 0x3F, 0xFF, &body, Some(256)));
     assert_eq!(r.sw, StatusWord::SmObjectIncorrect);
     // No session any more: a protected command is refused as unauthorised.
-    h.sm = None;
     let r = h.collect(&build_command(
         0x0C,
         0xCB,
@@ -305,8 +283,7 @@ fn a_bad_mac_ends_the_session_and_so_does_select() {
     ));
     assert_eq!(r.sw, StatusWord::SecurityStatusNotSatisfied);
     // Without the MAC object: 6987.
-    h.establish(CipherSuite::Cs2);
-    let channel = h.sm.as_mut().unwrap();
+    let mut channel = h.raw_session(CipherSuite::Cs2);
     let body = channel.protect_command(0xCB, 0x3F, 0xFF, &get_data(&CHUID), Some(256));
     let r = h.collect(&build_command(
         0x0C,
@@ -470,8 +447,7 @@ fn secure_messaging_survives_the_card_file_and_a_reset() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("\"cipher_suite\": \"CS2\""));
     let mut h = Host {
-        card: Card::open(&path).unwrap(),
-        sm: None,
+        c: Client::new(Card::open(&path).unwrap()),
     };
     let cvc = h.establish(CipherSuite::Cs2);
     assert_eq!(
@@ -506,7 +482,7 @@ fn secure_messaging_survives_the_card_file_and_a_reset() {
         StatusWord::Success
     );
     // Taking it away leaves a card that answers as one without it.
-    h.card.disable_secure_messaging().unwrap();
+    h.card().disable_secure_messaging().unwrap();
     let host = Initiator::new(CipherSuite::Cs2, [0; 8]);
     assert_eq!(
         h.plain(0x87, 0x27, 0x04, &host.request()).sw,

@@ -22,6 +22,7 @@ use sha2::Digest;
 
 use crate::enums::AlgorithmId;
 use crate::keys::KeyMaterial;
+use crate::oid;
 
 use super::{CipherSuite, SmError};
 use crate::codec::Reader;
@@ -43,11 +44,6 @@ pub const ROLE_CARD: u8 = 0x00;
 /// The role of an intermediate CVC's key.
 pub const ROLE_INTERMEDIATE: u8 = 0x12;
 
-const OID_P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
-const OID_ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
-const OID_ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
-
 /// A decoded CVC; `der` is what was decoded, byte for byte.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cvc {
@@ -67,8 +63,8 @@ pub struct Cvc {
 /// The curve OID that names a suite's key in 7F49.
 fn curve_oid(suite: CipherSuite) -> ObjectIdentifier {
     match suite {
-        CipherSuite::Cs2 => OID_P256,
-        CipherSuite::Cs7 => OID_P384,
+        CipherSuite::Cs2 => oid::P256,
+        CipherSuite::Cs7 => oid::P384,
     }
 }
 
@@ -104,8 +100,8 @@ pub fn issue(
     // The host verifies with the suite's hash (OpenSC: `cs->kdf_md`), so
     // the signer's curve is the suite's.
     let algorithm = match (suite, signer.algorithm()) {
-        (CipherSuite::Cs2, AlgorithmId::EccP256) => OID_ECDSA_SHA256,
-        (CipherSuite::Cs7, AlgorithmId::EccP384) => OID_ECDSA_SHA384,
+        (CipherSuite::Cs2, AlgorithmId::EccP256) => oid::ECDSA_WITH_SHA256,
+        (CipherSuite::Cs7, AlgorithmId::EccP384) => oid::ECDSA_WITH_SHA384,
         _ => {
             return Err(SmError::Certificate(format!(
                 "a {} CVC needs a signer key on {}",
@@ -225,11 +221,11 @@ impl Cvc {
         let body = &self.der[self.signed.clone()];
         let fail = |_| SmError::Certificate("signature does not verify".into());
         match (signer, self.signature_algorithm) {
-            (SignerPublicKey::P256(k), OID_ECDSA_SHA256) => {
+            (SignerPublicKey::P256(k), oid::ECDSA_WITH_SHA256) => {
                 let s = p256::ecdsa::Signature::from_der(&self.signature).map_err(fail)?;
                 k.verify(body, &s).map_err(fail)
             }
-            (SignerPublicKey::P384(k), OID_ECDSA_SHA384) => {
+            (SignerPublicKey::P384(k), oid::ECDSA_WITH_SHA384) => {
                 let s = p384::ecdsa::Signature::from_der(&self.signature).map_err(fail)?;
                 k.verify(body, &s).map_err(fail)
             }

@@ -2,7 +2,8 @@
 //! card uses a 3DES management key, as yubico-piv-tool 2.2 predates AES
 //! management keys.
 
-use e2e::{make_card, run, run_ok, Rig};
+use e2e::openssl::self_signed_rsa;
+use e2e::{make_card, output_text as text, run, run_ok, Rig};
 use piv_applet::AlgorithmId;
 
 fn ykpiv(args: &[&str]) -> std::process::Output {
@@ -15,14 +16,6 @@ fn ykpiv_ok(args: &[&str]) -> String {
     let mut all = vec!["-r", "Virtual PCD 00 00"];
     all.extend_from_slice(args);
     run_ok("yubico-piv-tool", &all)
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn rig() -> Rig {
@@ -78,24 +71,7 @@ fn generate_import_read_and_attest() {
         // yubico-piv-tool's own selfsign is broken with OpenSSL 3: issue the
         // certificate with openssl for the generated public key.
         if !rig.path("ca.pem").exists() {
-            run_ok(
-                "openssl",
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-keyout",
-                    &p("ca.key"),
-                    "-out",
-                    &p("ca.pem"),
-                    "-subj",
-                    "/CN=e2e CA",
-                    "-days",
-                    "2",
-                ],
-            );
+            self_signed_rsa(&p("ca.key"), &p("ca.pem"), "/CN=e2e CA");
         }
         let cert = p(&format!("{slot}.cert.pem"));
         run_ok(

@@ -15,3 +15,29 @@ pub fn self_signed_rsa(key: &str, cert: &str, subject: &str) {
         ],
     );
 }
+
+/// A certificate for the public key in `public` (PEM), with `subject`,
+/// issued by the CA made by [`self_signed_rsa`] (`ca_cert`, `ca_key`) and
+/// valid one day, written to `out` (PEM): a CA-issued certificate for a key
+/// the card generated.
+pub fn issue(public: &str, subject: &str, ca_cert: &str, ca_key: &str, out: &str) {
+    run_ok(
+        "openssl",
+        &[
+            "x509",
+            "-new",
+            "-force_pubkey",
+            public,
+            "-subj",
+            subject,
+            "-CA",
+            ca_cert,
+            "-CAkey",
+            ca_key,
+            "-days",
+            "1",
+            "-out",
+            out,
+        ],
+    );
+}

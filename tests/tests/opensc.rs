@@ -83,39 +83,35 @@ fn pkcs11_tool_self_test_passes() {
     opensc(&rig).pkcs11_self_test();
 }
 
-#[test]
-fn piv_tool_admin_authentication() {
+/// The management key both test cards have (the YubiKey default).
+const DEFAULT_KEY: &str = "01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:08";
+/// The default key with its last byte changed.
+const WRONG_KEY: &str = "01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:10";
+
+/// piv-tool's management key authentication (`-A M:9B:<alg>`) on a new
+/// card with management key algorithm `mgmt`: the default key is
+/// accepted, a wrong one refused.
+fn piv_tool_admin(mgmt: AlgorithmId, alg: &str) {
     let mut rig = Rig::new();
     let card = rig.path("card.json");
-    make_card(&card, AlgorithmId::TripleDes, &[]);
+    make_card(&card, mgmt, &[]);
     rig.insert(&card);
     let key_file = rig.path_str("admin.key");
-    std::fs::write(
-        &key_file,
-        "01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:08\n",
-    )
-    .unwrap();
-    let ok = std::process::Command::new("piv-tool")
-        .args(["-r", READER0, "-A", "M:9B:03"])
-        .env("PIV_EXT_AUTH_KEY", &key_file)
-        .output()
-        .expect("piv-tool (apt-get install opensc)");
+    let piv_tool = |key: &str| {
+        std::fs::write(&key_file, format!("{key}\n")).unwrap();
+        e2e::run::output_of(
+            std::process::Command::new("piv-tool")
+                .args(["-r", READER0, "-A", &format!("M:9B:{alg}")])
+                .env("PIV_EXT_AUTH_KEY", &key_file),
+        )
+    };
+    let ok = piv_tool(DEFAULT_KEY);
     assert!(
         ok.status.success(),
-        "default key refused: {}{}",
-        String::from_utf8_lossy(&ok.stdout),
-        String::from_utf8_lossy(&ok.stderr)
+        "default {mgmt:?} key refused: {}",
+        e2e::output_text(&ok)
     );
-    std::fs::write(
-        &key_file,
-        "01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:10\n",
-    )
-    .unwrap();
-    let bad = std::process::Command::new("piv-tool")
-        .args(["-r", READER0, "-A", "M:9B:03"])
-        .env("PIV_EXT_AUTH_KEY", &key_file)
-        .output()
-        .unwrap();
+    let bad = piv_tool(WRONG_KEY);
     assert!(
         !bad.status.success(),
         "a wrong management key was accepted: {}",
@@ -123,34 +119,14 @@ fn piv_tool_admin_authentication() {
     );
 }
 
+#[test]
+fn piv_tool_admin_authentication() {
+    piv_tool_admin(AlgorithmId::TripleDes, "03");
+}
+
 /// A card with YubiKey 5.7's default AES-192 management key: piv-tool
 /// names the algorithm (0A) in the key reference.
 #[test]
 fn piv_tool_admin_authentication_aes192() {
-    let mut rig = Rig::new();
-    let card = rig.path("card.json");
-    make_card(&card, AlgorithmId::Aes192, &[]);
-    rig.insert(&card);
-    let key_file = rig.path_str("admin.key");
-    let piv_tool = |key: &str| {
-        std::fs::write(&key_file, format!("{key}\n")).unwrap();
-        std::process::Command::new("piv-tool")
-            .args(["-r", READER0, "-A", "M:9B:0A"])
-            .env("PIV_EXT_AUTH_KEY", &key_file)
-            .output()
-            .expect("piv-tool (apt-get install opensc)")
-    };
-    let ok = piv_tool("01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:08");
-    assert!(
-        ok.status.success(),
-        "default AES-192 key refused: {}{}",
-        String::from_utf8_lossy(&ok.stdout),
-        String::from_utf8_lossy(&ok.stderr)
-    );
-    let bad = piv_tool("01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:08:01:02:03:04:05:06:07:10");
-    assert!(
-        !bad.status.success(),
-        "a wrong management key was accepted: {}",
-        String::from_utf8_lossy(&bad.stderr)
-    );
+    piv_tool_admin(AlgorithmId::Aes192, "0A");
 }

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use e2e::openssl::self_signed_rsa;
+use e2e::openssl::{issue, self_signed_rsa};
 use e2e::run::{output_of, succeed};
 use e2e::{
     output_text as text, pkcs11_sign_and_verify, run, run_ok, vreader_ok, CertFrom, Rig, READER0,
@@ -249,24 +249,12 @@ fn cli(mgmt: Mgmt) {
     // is accepted (the card signs with the key to prove it), read back
     // unchanged by yubico-piv-tool; one for another key is refused.
     self_signed_rsa(&p("ca.key"), &p("ca.pem"), "/CN=ykman e2e CA");
-    run_ok(
-        "openssl",
-        &[
-            "x509",
-            "-new",
-            "-force_pubkey",
-            &p("9c.pub.pem"),
-            "-subj",
-            "/CN=imported 9c",
-            "-CA",
-            &p("ca.pem"),
-            "-CAkey",
-            &p("ca.key"),
-            "-days",
-            "1",
-            "-out",
-            &p("9c.issued.pem"),
-        ],
+    issue(
+        &p("9c.pub.pem"),
+        "/CN=imported 9c",
+        &p("ca.pem"),
+        &p("ca.key"),
+        &p("9c.issued.pem"),
     );
     let out = ykman_ok(
         &v,

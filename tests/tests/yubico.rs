@@ -2,7 +2,7 @@
 //! card uses a 3DES management key, as yubico-piv-tool 2.2 predates AES
 //! management keys.
 
-use e2e::openssl::self_signed_rsa;
+use e2e::openssl::{issue, self_signed_rsa};
 use e2e::{make_card, output_text as text, run, run_ok, Rig};
 use piv_applet::AlgorithmId;
 
@@ -74,24 +74,12 @@ fn generate_import_read_and_attest() {
             self_signed_rsa(&p("ca.key"), &p("ca.pem"), "/CN=e2e CA");
         }
         let cert = p(&format!("{slot}.cert.pem"));
-        run_ok(
-            "openssl",
-            &[
-                "x509",
-                "-new",
-                "-force_pubkey",
-                &public,
-                "-subj",
-                &format!("/CN=card {slot}"),
-                "-CA",
-                &p("ca.pem"),
-                "-CAkey",
-                &p("ca.key"),
-                "-days",
-                "1",
-                "-out",
-                &cert,
-            ],
+        issue(
+            &public,
+            &format!("/CN=card {slot}"),
+            &p("ca.pem"),
+            &p("ca.key"),
+            &cert,
         );
         assert!(
             ykpiv_ok(&["-a", "import-certificate", "-s", slot, "-i", &cert])

@@ -22,6 +22,7 @@ pub mod openssl;
 pub mod reader;
 pub mod rig;
 pub mod run;
+pub mod ykpiv;
 
 pub use artifacts::{root, vreader_bin};
 pub use bench::{bench_machine, floor_card};

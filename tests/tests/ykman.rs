@@ -13,8 +13,9 @@ use std::process::{Command, Output, Stdio};
 
 use e2e::openssl::{issue, self_signed_rsa};
 use e2e::run::{output_of, succeed};
+use e2e::ykpiv::ykpiv;
 use e2e::{
-    output_text as text, pkcs11_sign_and_verify, run, run_ok, vreader_ok, CertFrom, Rig, READER0,
+    output_text as text, pkcs11_sign_and_verify, run_ok, vreader_ok, CertFrom, Rig, READER0,
 };
 
 /// The yubikey-manager release scripts/setup-ykman.sh pins.
@@ -113,12 +114,6 @@ fn ykman(v: &Venv, args: &[&str]) -> Output {
 
 fn ykman_ok(v: &Venv, args: &[&str]) -> String {
     text(&succeed(&mut ykman_command(v, args), String::new))
-}
-
-fn ykpiv(args: &[&str]) -> Output {
-    let mut all = vec!["-r", READER0];
-    all.extend_from_slice(args);
-    run("yubico-piv-tool", &all)
 }
 
 /// Whether `out` has the line `want`, ignoring how ykman pads its

@@ -3,20 +3,9 @@
 //! management keys.
 
 use e2e::openssl::{issue, self_signed_rsa};
-use e2e::{make_card, output_text as text, run, run_ok, Rig};
+use e2e::ykpiv::{ykpiv, ykpiv_ok};
+use e2e::{make_card, output_text as text, run_ok, Rig};
 use piv_applet::AlgorithmId;
-
-fn ykpiv(args: &[&str]) -> std::process::Output {
-    let mut all = vec!["-r", "Virtual PCD 00 00"];
-    all.extend_from_slice(args);
-    run("yubico-piv-tool", &all)
-}
-
-fn ykpiv_ok(args: &[&str]) -> String {
-    let mut all = vec!["-r", "Virtual PCD 00 00"];
-    all.extend_from_slice(args);
-    run_ok("yubico-piv-tool", &all)
-}
 
 fn rig() -> Rig {
     let mut rig = Rig::new();

@@ -336,6 +336,101 @@ fn dynamic_auth_item(data: &[u8], tag: u32) -> Option<&[u8]> {
     tlv::find(tlv::find(data, 0x7C)?, tag)
 }
 
+/// Secure messaging (SP 800-73-4 part 2, 4) from the host's side: the key
+/// establishment, then commands protected one by one. The project's tests
+/// drive the card's secure messaging with it; OpenSC is the other host.
+impl<T: Transmit> Client<T> {
+    /// Establishes a session with `suite` (in the clear, GENERAL
+    /// AUTHENTICATE with key reference 04) and returns the card's CVC,
+    /// decoded but not verified: check it with the content signer's
+    /// certificate (object 5FC122, or one the host trusts).
+    pub fn open_secure_messaging(
+        &mut self,
+        suite: crate::sm::CipherSuite,
+        host_id: [u8; 8],
+    ) -> Result<crate::sm::Cvc, ClientError<T::Error>> {
+        self.secure = None;
+        let initiator = crate::sm::Initiator::new(suite, host_id);
+        let r = self.expect_success(
+            "secure messaging key establishment",
+            Ins::GeneralAuthenticate,
+            suite.algorithm(),
+            crate::sm::KEY_REFERENCE,
+            &initiator.request(),
+        )?;
+        let (channel, cvc) = initiator
+            .finish(&r.data)
+            .map_err(ClientError::SecureMessaging)?;
+        self.secure = Some(channel);
+        Ok(cvc)
+    }
+
+    /// Whether a session is open.
+    pub fn is_secure(&self) -> bool {
+        self.secure.is_some()
+    }
+
+    /// One command under secure messaging (CLA 0C, chained in short APDUs
+    /// when long, its answer collected with GET RESPONSE): the command's
+    /// own data and status word. A card that answers in the clear (6987,
+    /// 6988, no session) or a response that fails its MAC closes the
+    /// session.
+    pub fn send_secure(
+        &mut self,
+        ins: Ins,
+        p1: u8,
+        p2: u8,
+        data: &[u8],
+        le: Option<usize>,
+    ) -> Result<Response, ClientError<T::Error>> {
+        // Out of the client while the command runs: every way out but a
+        // checked response leaves the session closed.
+        let Some(mut channel) = self.secure.take() else {
+            return Err(ClientError::Status {
+                what: "a command under secure messaging (no session)",
+                sw: StatusWord::SecurityStatusNotSatisfied,
+            });
+        };
+        let ins_byte: u8 = ins.into();
+        let body = channel.protect_command(ins_byte, p1, p2, data, le);
+        let mut chunks = body.chunks(CHAIN_CHUNK).peekable();
+        let mut last: &[u8] = &[];
+        while let Some(chunk) = chunks.next() {
+            if chunks.peek().is_none() {
+                last = chunk;
+                break;
+            }
+            let r = self.transmit(&build_command(0x1C, ins_byte, p1, p2, chunk, None))?;
+            if r.sw != StatusWord::Success {
+                return Err(ClientError::Status {
+                    what: "a chained command under secure messaging",
+                    sw: r.sw,
+                });
+            }
+        }
+        let r = self.exchange(&build_command(0x0C, ins_byte, p1, p2, last, Some(256)))?;
+        if r.sw != StatusWord::Success {
+            return Err(ClientError::Status {
+                what: "a command under secure messaging",
+                sw: r.sw,
+            });
+        }
+        let (data, sw) = channel
+            .open_response(&r.data)
+            .map_err(ClientError::SecureMessaging)?;
+        self.secure = Some(channel);
+        Ok(Response {
+            data,
+            sw: StatusWord::from(sw),
+        })
+    }
+
+    /// Ends the session on the host's side (its keys are wiped).
+    pub fn close_secure_messaging(&mut self) {
+        self.secure = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,100 +682,5 @@ mod tests {
                 "{e}"
             );
         }
-    }
-}
-
-/// Secure messaging (SP 800-73-4 part 2, 4) from the host's side: the key
-/// establishment, then commands protected one by one. The project's tests
-/// drive the card's secure messaging with it; OpenSC is the other host.
-impl<T: Transmit> Client<T> {
-    /// Establishes a session with `suite` (in the clear, GENERAL
-    /// AUTHENTICATE with key reference 04) and returns the card's CVC,
-    /// decoded but not verified: check it with the content signer's
-    /// certificate (object 5FC122, or one the host trusts).
-    pub fn open_secure_messaging(
-        &mut self,
-        suite: crate::sm::CipherSuite,
-        host_id: [u8; 8],
-    ) -> Result<crate::sm::Cvc, ClientError<T::Error>> {
-        self.secure = None;
-        let initiator = crate::sm::Initiator::new(suite, host_id);
-        let r = self.expect_success(
-            "secure messaging key establishment",
-            Ins::GeneralAuthenticate,
-            suite.algorithm(),
-            crate::sm::KEY_REFERENCE,
-            &initiator.request(),
-        )?;
-        let (channel, cvc) = initiator
-            .finish(&r.data)
-            .map_err(ClientError::SecureMessaging)?;
-        self.secure = Some(channel);
-        Ok(cvc)
-    }
-
-    /// Whether a session is open.
-    pub fn is_secure(&self) -> bool {
-        self.secure.is_some()
-    }
-
-    /// One command under secure messaging (CLA 0C, chained in short APDUs
-    /// when long, its answer collected with GET RESPONSE): the command's
-    /// own data and status word. A card that answers in the clear (6987,
-    /// 6988, no session) or a response that fails its MAC closes the
-    /// session.
-    pub fn send_secure(
-        &mut self,
-        ins: Ins,
-        p1: u8,
-        p2: u8,
-        data: &[u8],
-        le: Option<usize>,
-    ) -> Result<Response, ClientError<T::Error>> {
-        // Out of the client while the command runs: every way out but a
-        // checked response leaves the session closed.
-        let Some(mut channel) = self.secure.take() else {
-            return Err(ClientError::Status {
-                what: "a command under secure messaging (no session)",
-                sw: StatusWord::SecurityStatusNotSatisfied,
-            });
-        };
-        let ins_byte: u8 = ins.into();
-        let body = channel.protect_command(ins_byte, p1, p2, data, le);
-        let mut chunks = body.chunks(CHAIN_CHUNK).peekable();
-        let mut last: &[u8] = &[];
-        while let Some(chunk) = chunks.next() {
-            if chunks.peek().is_none() {
-                last = chunk;
-                break;
-            }
-            let r = self.transmit(&build_command(0x1C, ins_byte, p1, p2, chunk, None))?;
-            if r.sw != StatusWord::Success {
-                return Err(ClientError::Status {
-                    what: "a chained command under secure messaging",
-                    sw: r.sw,
-                });
-            }
-        }
-        let r = self.exchange(&build_command(0x0C, ins_byte, p1, p2, last, Some(256)))?;
-        if r.sw != StatusWord::Success {
-            return Err(ClientError::Status {
-                what: "a command under secure messaging",
-                sw: r.sw,
-            });
-        }
-        let (data, sw) = channel
-            .open_response(&r.data)
-            .map_err(ClientError::SecureMessaging)?;
-        self.secure = Some(channel);
-        Ok(Response {
-            data,
-            sw: StatusWord::from(sw),
-        })
-    }
-
-    /// Ends the session on the host's side (its keys are wiped).
-    pub fn close_secure_messaging(&mut self) {
-        self.secure = None;
     }
 }

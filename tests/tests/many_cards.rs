@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
-use e2e::{make_card, wait_for_card, Farm, Rig, DEADLINE};
+use e2e::{make_card, transmit, wait_for_card, Farm, Rig, DEADLINE};
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use piv_applet::{AlgorithmId, Card, Slot};
 use vpcd::names::reader_name;
@@ -37,11 +37,6 @@ fn expected(file: &Path) -> Expected {
         serial: card.state().identity.serial,
         key: p256::ecdsa::VerifyingKey::from(key),
     }
-}
-
-fn transmit(card: &pcsc::Card, apdu: &[u8]) -> Vec<u8> {
-    let mut buf = [0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
-    card.transmit(apdu, &mut buf).expect("transmit").to_vec()
 }
 
 fn ok(resp: &[u8], what: &str) -> Vec<u8> {

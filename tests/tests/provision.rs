@@ -2,25 +2,11 @@
 //! with a CSR, self-signed smart card logon certificates; refusals leave
 //! the card file byte-identical.
 
-use e2e::{pkcs11_sign_and_verify, run, run_ok, vreader_bin, CertFrom, Rig};
-
-fn vreader(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(vreader_bin())
-        .args(args)
-        .output()
-        .expect("vreader")
-}
-
-fn vreader_ok(args: &[&str]) -> String {
-    let out = vreader(args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "vreader {args:?}: {text}");
-    text
-}
+use e2e::openssl::self_signed_rsa;
+use e2e::{
+    output_text, pkcs11_sign_and_verify, run, run_ok, vreader, vreader_bin, vreader_ok, CertFrom,
+    Rig,
+};
 
 #[test]
 fn pkcs12_rsa_and_ec_imports_sign_through_pcscd() {
@@ -29,24 +15,7 @@ fn pkcs12_rsa_and_ec_imports_sign_through_pcscd() {
     let p = |n: &str| dir.join(n).to_string_lossy().into_owned();
     std::fs::write(p("pw"), "s3cret pass\n").unwrap();
     // RSA, exported with the legacy 3DES encryption older Windows uses.
-    run_ok(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &p("rsa.key"),
-            "-out",
-            &p("rsa.pem"),
-            "-subj",
-            "/CN=p12 rsa",
-            "-days",
-            "2",
-        ],
-    );
+    self_signed_rsa(&p("rsa.key"), &p("rsa.pem"), "/CN=p12 rsa");
     run_ok(
         "openssl",
         &[
@@ -310,42 +279,8 @@ fn refusals_leave_the_card_file_unchanged() {
     let card = p("card.json");
     vreader_ok(&["init", &card, "--demo-key"]);
     let before = std::fs::read(&card).unwrap();
-    run_ok(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &p("a.key"),
-            "-out",
-            &p("a.pem"),
-            "-subj",
-            "/CN=a",
-            "-days",
-            "2",
-        ],
-    );
-    run_ok(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &p("b.key"),
-            "-out",
-            &p("b.pem"),
-            "-subj",
-            "/CN=b",
-            "-days",
-            "2",
-        ],
-    );
+    self_signed_rsa(&p("a.key"), &p("a.pem"), "/CN=a");
+    self_signed_rsa(&p("b.key"), &p("b.pem"), "/CN=b");
     run_ok(
         "openssl",
         &[
@@ -473,18 +408,12 @@ fn encrypted_card_file_serves_through_pcscd() {
 
 /// `vreader` with extra environment variables (stdin is not a terminal).
 fn vreader_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let out = std::process::Command::new(vreader_bin())
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("vreader");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let out = e2e::run::output_of(
+        std::process::Command::new(vreader_bin())
+            .args(args)
+            .envs(env.iter().copied()),
     );
-    (out.status.success(), text)
+    (out.status.success(), output_text(&out))
 }
 
 fn pin_block(v: &[u8]) -> Vec<u8> {

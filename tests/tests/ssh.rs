@@ -31,10 +31,7 @@ fn ssh_login_with_the_card_key() {
         "ssh-keygen",
         &["-q", "-t", "ed25519", "-N", "", "-f", &p("host_key")],
     );
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = e2e::free_port();
     std::fs::write(
         p("sshd_config"),
         format!(

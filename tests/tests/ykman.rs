@@ -11,7 +11,12 @@
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use e2e::{pkcs11_sign_and_verify, run, run_ok, vreader_bin, CertFrom, Rig, READER0};
+use e2e::openssl::{issue, self_signed_rsa};
+use e2e::run::{output_of, succeed};
+use e2e::ykpiv::ykpiv;
+use e2e::{
+    output_text as text, pkcs11_sign_and_verify, run_ok, vreader_ok, CertFrom, Rig, READER0,
+};
 
 /// The yubikey-manager release scripts/setup-ykman.sh pins.
 const YKMAN_VERSION: &str = "5.9.2";
@@ -58,24 +63,6 @@ fn venv() -> Venv {
     v
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn vreader_ok(args: &[&str]) -> String {
-    let out = Command::new(vreader_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("vreader");
-    assert!(out.status.success(), "vreader {args:?}: {}", text(&out));
-    text(&out)
-}
-
 /// Management key algorithm of the card under test.
 #[derive(Clone, Copy, PartialEq)]
 enum Mgmt {
@@ -115,30 +102,18 @@ fn insert_card(rig: &mut Rig, mgmt: Mgmt) -> u32 {
 }
 
 /// ykman on reader 0.
+fn ykman_command(v: &Venv, args: &[&str]) -> Command {
+    let mut cmd = Command::new(&v.ykman);
+    cmd.args(["--reader", READER0]).args(args);
+    cmd
+}
+
 fn ykman(v: &Venv, args: &[&str]) -> Output {
-    Command::new(&v.ykman)
-        .args(["--reader", READER0])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {} ({e})", v.ykman.display()))
+    output_of(&mut ykman_command(v, args))
 }
 
 fn ykman_ok(v: &Venv, args: &[&str]) -> String {
-    let out = ykman(v, args);
-    assert!(
-        out.status.success(),
-        "ykman {args:?} failed ({}):\n{}",
-        out.status,
-        text(&out)
-    );
-    text(&out)
-}
-
-fn ykpiv(args: &[&str]) -> Output {
-    let mut all = vec!["-r", READER0];
-    all.extend_from_slice(args);
-    run("yubico-piv-tool", &all)
+    text(&succeed(&mut ykman_command(v, args), String::new))
 }
 
 /// Whether `out` has the line `want`, ignoring how ykman pads its
@@ -268,42 +243,13 @@ fn cli(mgmt: Mgmt) {
     // certificates import --verify: a CA-issued certificate for 9c's key
     // is accepted (the card signs with the key to prove it), read back
     // unchanged by yubico-piv-tool; one for another key is refused.
-    run_ok(
-        "openssl",
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &p("ca.key"),
-            "-out",
-            &p("ca.pem"),
-            "-subj",
-            "/CN=ykman e2e CA",
-            "-days",
-            "2",
-        ],
-    );
-    run_ok(
-        "openssl",
-        &[
-            "x509",
-            "-new",
-            "-force_pubkey",
-            &p("9c.pub.pem"),
-            "-subj",
-            "/CN=imported 9c",
-            "-CA",
-            &p("ca.pem"),
-            "-CAkey",
-            &p("ca.key"),
-            "-days",
-            "1",
-            "-out",
-            &p("9c.issued.pem"),
-        ],
+    self_signed_rsa(&p("ca.key"), &p("ca.pem"), "/CN=ykman e2e CA");
+    issue(
+        &p("9c.pub.pem"),
+        "/CN=imported 9c",
+        &p("ca.pem"),
+        &p("ca.key"),
+        &p("9c.issued.pem"),
     );
     let out = ykman_ok(
         &v,

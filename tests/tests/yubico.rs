@@ -2,28 +2,10 @@
 //! card uses a 3DES management key, as yubico-piv-tool 2.2 predates AES
 //! management keys.
 
-use e2e::{make_card, run, run_ok, Rig};
+use e2e::openssl::{issue, self_signed_rsa};
+use e2e::ykpiv::{ykpiv, ykpiv_ok};
+use e2e::{make_card, output_text as text, run_ok, Rig};
 use piv_applet::AlgorithmId;
-
-fn ykpiv(args: &[&str]) -> std::process::Output {
-    let mut all = vec!["-r", "Virtual PCD 00 00"];
-    all.extend_from_slice(args);
-    run("yubico-piv-tool", &all)
-}
-
-fn ykpiv_ok(args: &[&str]) -> String {
-    let mut all = vec!["-r", "Virtual PCD 00 00"];
-    all.extend_from_slice(args);
-    run_ok("yubico-piv-tool", &all)
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn rig() -> Rig {
     let mut rig = Rig::new();
@@ -78,44 +60,15 @@ fn generate_import_read_and_attest() {
         // yubico-piv-tool's own selfsign is broken with OpenSSL 3: issue the
         // certificate with openssl for the generated public key.
         if !rig.path("ca.pem").exists() {
-            run_ok(
-                "openssl",
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-keyout",
-                    &p("ca.key"),
-                    "-out",
-                    &p("ca.pem"),
-                    "-subj",
-                    "/CN=e2e CA",
-                    "-days",
-                    "2",
-                ],
-            );
+            self_signed_rsa(&p("ca.key"), &p("ca.pem"), "/CN=e2e CA");
         }
         let cert = p(&format!("{slot}.cert.pem"));
-        run_ok(
-            "openssl",
-            &[
-                "x509",
-                "-new",
-                "-force_pubkey",
-                &public,
-                "-subj",
-                &format!("/CN=card {slot}"),
-                "-CA",
-                &p("ca.pem"),
-                "-CAkey",
-                &p("ca.key"),
-                "-days",
-                "1",
-                "-out",
-                &cert,
-            ],
+        issue(
+            &public,
+            &format!("/CN=card {slot}"),
+            &p("ca.pem"),
+            &p("ca.key"),
+            &cert,
         );
         assert!(
             ykpiv_ok(&["-a", "import-certificate", "-s", slot, "-i", &cert])

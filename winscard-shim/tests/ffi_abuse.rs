@@ -13,12 +13,14 @@
 #![cfg(target_os = "linux")]
 
 mod common;
-use common::make_card;
+use common::{make_card, shim_so};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
+
+use e2e::require_tool;
 
 const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ffi_abuse/abuse.c");
 
@@ -34,33 +36,6 @@ const VALGRIND: &[&str] = &[
 /// Each mode takes well under 10 s under valgrind on 2 cores.
 const DEADLINE: std::time::Duration = std::time::Duration::from_secs(90);
 
-fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{tool}` is missing: install the Debian package `{package}` (apt-get install {package})"
-    );
-}
-
-/// The shim as built by cargo (the cdylib of this package).
-fn shim_so() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("libwinscard.so");
-    assert!(
-        p.is_file(),
-        "{} not built (cargo builds it with the package's lib target)",
-        p.display()
-    );
-    p
-}
-
 struct Driver {
     dir: tempfile::TempDir,
     exe: PathBuf,
@@ -71,9 +46,9 @@ struct Driver {
 fn driver() -> &'static Driver {
     static D: OnceLock<Driver> = OnceLock::new();
     D.get_or_init(|| {
-        require("gcc", "gcc");
-        require("valgrind", "valgrind");
-        require("nm", "binutils");
+        require_tool("gcc", "gcc");
+        require_tool("valgrind", "valgrind");
+        require_tool("nm", "binutils");
         assert!(
             Path::new("/usr/include/PCSC/winscard.h").is_file(),
             "<PCSC/winscard.h> is missing: install the Debian package `libpcsclite-dev`"

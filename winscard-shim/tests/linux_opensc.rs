@@ -8,56 +8,21 @@
 #![cfg(target_os = "linux")]
 
 mod common;
-use common::{card_session, card_session_over, make_card, DATA};
+use common::{card_session, card_session_over, make_card, shim_so, DATA};
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use e2e::{DEADLINE, OPENSC_PKCS11 as PKCS11};
+use e2e::artifacts::example;
+use e2e::opensc::{require_tools, wait_for_card_in, wait_for_empty_reader};
+use e2e::{
+    output_text, vreader_bin, vreader_ok, CertFrom, KillOnDrop, OpenSc, DEADLINE, OPENSC_PKCS11,
+};
 
-fn require(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{tool}` is missing: install the Debian package `{package}` (scripts/setup-pcsc.sh does)"
-    );
-}
-
-/// target/<profile>/ of this test binary.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
-
-/// The shim as built by cargo (the cdylib of this package).
-fn shim_so() -> PathBuf {
-    let p = profile_dir().join("libwinscard.so");
-    assert!(
-        p.is_file(),
-        "{} not built (cargo builds it with the package's lib target)",
-        p.display()
-    );
-    p
-}
-
-fn example(name: &str) -> PathBuf {
-    let p = profile_dir().join("examples").join(name);
-    if !p.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-p", "winscard-shim", "--example", name])
-            .status()
-            .expect("run cargo to build the example");
-        assert!(st.success(), "building example {name}");
-    }
-    p
-}
-
+/// OpenSC pointed at the shim, the card chosen by the shim's environment.
 struct Env {
-    dir: tempfile::TempDir,
-    vars: Vec<(String, String)>,
+    opensc: OpenSc,
+    _dir: tempfile::TempDir,
     _card_dir: Option<tempfile::TempDir>,
 }
 
@@ -74,23 +39,28 @@ impl Env {
             ),
         )
         .unwrap();
-        let vars = vec![
+        let log = dir.path().join("shim.log");
+        let env = vec![
             ("OPENSC_CONF".to_string(), conf.display().to_string()),
             (card_var.0.to_string(), card_var.1),
-            (
-                "VIRTUAL_PIV_LOG".to_string(),
-                dir.path().join("shim.log").display().to_string(),
-            ),
+            ("VIRTUAL_PIV_LOG".to_string(), log.display().to_string()),
         ];
         Env {
-            dir,
-            vars,
+            opensc: OpenSc {
+                reader: None,
+                env,
+                // The shim is the PC/SC library: nothing must reach pcscd.
+                unset: vec!["PCSCLITE_CSOCK_NAME".to_string()],
+                dir: dir.path().to_path_buf(),
+                log: Some(log),
+            },
+            _dir: dir,
             _card_dir: None,
         }
     }
 
     fn with(mut self, var: &str, value: String) -> Env {
-        self.vars.push((var.to_string(), value));
+        self.opensc.env.push((var.to_string(), value));
         self
     }
 
@@ -102,79 +72,22 @@ impl Env {
         e
     }
 
-    fn run(&self, program: &str, args: &[&str]) -> Output {
-        let out = Command::new(program)
-            .args(args)
-            .envs(self.vars.iter().map(|(k, v)| (k, v)))
-            .env_remove("PCSCLITE_CSOCK_NAME")
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap_or_else(|e| panic!("running {program}: {e}"));
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "{program} {args:?} failed ({}):\n{text}\nshim log:\n{}",
-            out.status,
-            self.log()
-        );
-        out
-    }
-
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("shim.log")).unwrap_or_default()
+        self.opensc.log_text()
     }
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
+/// The OpenSC suite against the shim's test card, whose certificate is
+/// the test data's; the PIN must not reach the shim's log.
 fn opensc_suite(env: &Env) {
-    let name = stdout(&env.run("opensc-tool", &["-n"]));
-    assert!(
-        name.contains("Personal Identity Verification Card"),
-        "opensc-tool -n: {name}"
-    );
-
-    let dump = stdout(&env.run("pkcs15-tool", &["-D"]));
-    assert!(
-        dump.contains("Certificate for PIV Authentication"),
-        "pkcs15-tool -D:\n{dump}"
-    );
-    assert!(
-        dump.contains("PIV AUTH key") || dump.contains("Private RSA Key"),
-        "pkcs15-tool -D:\n{dump}"
-    );
-
-    sign_and_verify(env);
-
-    let t = env.run(
-        "pkcs11-tool",
-        &["--module", PKCS11, "--test", "--login", "--pin", "123456"],
-    );
-    let text = format!("{}{}", stdout(&t), String::from_utf8_lossy(&t.stderr));
-    assert!(text.contains("No errors"), "pkcs11-tool --test:\n{text}");
+    let cert = format!("{DATA}/rsa2048.cert.der");
+    env.opensc.suite(CertFrom::Der(&cert));
     assert!(!env.log().contains("123456"), "PIN in the shim log");
-}
-
-fn tools() {
-    require("opensc-tool", "opensc");
-    require("pkcs15-tool", "opensc");
-    require("pkcs11-tool", "opensc");
-    require("openssl", "openssl");
-    assert!(
-        Path::new(PKCS11).is_file(),
-        "{PKCS11} is missing: install the Debian package `opensc-pkcs11`"
-    );
 }
 
 #[test]
 fn opensc_against_the_embedded_card() {
-    tools();
+    require_tools();
     let env = Env::embedded();
     opensc_suite(&env);
     assert!(
@@ -189,7 +102,7 @@ fn opensc_against_the_embedded_card() {
 /// wrong one, the shim offers no card and its log says why.
 #[test]
 fn opensc_against_a_sealed_card_file() {
-    tools();
+    require_tools();
     let card_dir = tempfile::tempdir().unwrap();
     let card = make_card(card_dir.path());
     piv_applet::Card::open(&card)
@@ -207,7 +120,7 @@ fn opensc_against_a_sealed_card_file() {
     std::fs::write(&pass_file, "shim test passphrase\n").unwrap();
 
     let mut env = Env::new(("VIRTUAL_PIV_CARD_FILE", card.display().to_string()));
-    env.vars.push((
+    env.opensc.env.push((
         "VIRTUAL_PIV_CARD_PASSPHRASE_FILE".into(),
         pass_file.display().to_string(),
     ));
@@ -222,15 +135,11 @@ fn opensc_against_a_sealed_card_file() {
     ] {
         let mut env = Env::new(("VIRTUAL_PIV_CARD_FILE", card.display().to_string()));
         if let Some(p) = extra {
-            env.vars
+            env.opensc
+                .env
                 .push(("VIRTUAL_PIV_CARD_PASSPHRASE".into(), p.into()));
         }
-        let out = Command::new("opensc-tool")
-            .arg("-l")
-            .envs(env.vars.iter().map(|(k, v)| (k, v)))
-            .env_remove("PCSCLITE_CSOCK_NAME")
-            .output()
-            .unwrap();
+        let out = e2e::run::output_of(env.opensc.command("opensc-tool").arg("-l"));
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(
             !text.contains("Virtual PIV Reader"),
@@ -249,45 +158,35 @@ fn opensc_against_a_sealed_card_file() {
 
 #[test]
 fn opensc_with_msrdpex_variables() {
-    tools();
+    require_tools();
     let mut env = Env::new((
         "WINSCARD_CERTIFICATE_FILE_PATH",
         format!("{DATA}/rsa2048.cert.der"),
     ));
-    env.vars.push((
+    env.opensc.env.push((
         "WINSCARD_PRIVATE_KEY_FILE_PATH".into(),
         format!("{DATA}/rsa2048.pkcs1.pem"),
     ));
-    let name = stdout(&env.run("opensc-tool", &["-n"]));
-    assert!(
-        name.contains("Personal Identity Verification Card"),
-        "{name}"
-    );
-    let dump = stdout(&env.run("pkcs15-tool", &["-D"]));
-    assert!(
-        dump.contains("Certificate for PIV Authentication"),
-        "{dump}"
-    );
+    env.opensc.names_a_piv_card();
+    env.opensc.lists_the_piv_authentication_certificate();
 }
 
 /// The `pcsc` crate's client, unmodified, loading our library as
 /// libpcsclite.so.1 (its only link to PC/SC).
 #[test]
 fn pcsc_crate_client_uses_the_shim_as_libpcsclite() {
-    let client = example("pcsc_client");
+    let client = example("winscard-shim", "pcsc_client");
     let env = Env::embedded();
-    let libdir = env.dir.path().join("lib");
+    let libdir = env.opensc.dir.join("lib");
     std::fs::create_dir_all(&libdir).unwrap();
     std::os::unix::fs::symlink(shim_so(), libdir.join("libpcsclite.so.1")).unwrap();
-    let mut cmd_env = env.vars.clone();
-    cmd_env.push(("LD_LIBRARY_PATH".into(), libdir.display().to_string()));
-    let out = Command::new(&client).envs(cmd_env).output().unwrap();
-    let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "pcsc_client failed:\n{text}\nshim log:\n{}",
-        env.log()
+    let out = e2e::run::succeed(
+        env.opensc
+            .command(client.to_str().unwrap())
+            .env("LD_LIBRARY_PATH", &libdir),
+        || format!("\nshim log:\n{}", env.log()),
     );
+    let text = output_text(&out);
     assert!(
         text.contains("reader: Virtual PIV Reader 00 00"),
         "served by the shim, not pcscd:\n{text}"
@@ -341,7 +240,7 @@ fn serve_over_link(card_path: PathBuf, dir: &Path) -> (String, PathBuf) {
 /// tell the difference.
 #[test]
 fn opensc_against_a_remote_card_over_vpcd() {
-    tools();
+    require_tools();
     let card_dir = tempfile::tempdir().unwrap();
     let (addr, shim_file) = serve_over_link(make_card(card_dir.path()), card_dir.path());
     let env = Env::new(("VIRTUAL_PIV_REMOTE", addr))
@@ -351,16 +250,16 @@ fn opensc_against_a_remote_card_over_vpcd() {
 }
 
 /// What OpenSC reports about a card, minus reader names and timings.
-fn card_view(env: &Env) -> Vec<String> {
+fn card_view(opensc: &OpenSc) -> Vec<String> {
     let mut out = Vec::new();
     for (prog, args) in [
         ("pkcs15-tool", &["--list-certificates"][..]),
         ("pkcs15-tool", &["--list-keys"][..]),
         ("pkcs15-tool", &["--read-certificate", "01"][..]),
-        ("pkcs11-tool", &["--module", PKCS11, "-L"][..]),
-        ("pkcs11-tool", &["--module", PKCS11, "-O"][..]),
+        ("pkcs11-tool", &["--module", OPENSC_PKCS11, "-L"][..]),
+        ("pkcs11-tool", &["--module", OPENSC_PKCS11, "-O"][..]),
     ] {
-        let text = stdout(&env.run(prog, args));
+        let text = opensc.stdout(prog, args);
         out.extend(
             text.lines()
                 // Reader names, pcscd's second (empty) vpcd slot and
@@ -388,55 +287,21 @@ fn card_view(env: &Env) -> Vec<String> {
     out
 }
 
-/// Signs with key 01 through OpenSC in `env` and verifies the signature
-/// against the certificate the test card was made with.
-fn sign_and_verify(env: &Env) {
+/// Signs with key 01 through OpenSC and verifies the signature against
+/// the certificate the test card was made with.
+fn sign_and_verify(opensc: &OpenSc) {
     let cert = format!("{DATA}/rsa2048.cert.der");
-    e2e::sign_and_verify_in(
-        env.dir.path(),
-        &env.vars,
-        "01",
-        "SHA256-RSA-PKCS",
-        &[],
-        e2e::CertFrom::Der(&cert),
-    );
+    opensc.sign_and_verify("01", "SHA256-RSA-PKCS", &[], CertFrom::Der(&cert));
 }
 
 /// The same card file through the shim and through pcscd + vpcd: OpenSC
 /// sees the same certificates, keys, objects and token serial, and both
-/// signatures verify. Uses vpcd's slot 0 port, so it takes the e2e lock.
-/// Waits until pcscd reports `reader` empty, asking through opensc-tool.
-/// Not `e2e::wait_for_no_card`: this test binary links the shim's rlib
-/// (for `winscard::link`), whose exported `SCard*` functions then stand in
-/// for libpcsclite's inside this process, so in-process PC/SC calls would
-/// ask the shim, not pcscd. "Card not present" is opensc-tool's answer for
-/// an empty reader only; a pcscd error gives another message.
-fn wait_for_no_card_via_opensc(reader: &str) {
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let o = Command::new("opensc-tool")
-            .args(["-r", reader, "-a"])
-            .output()
-            .unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        if !o.status.success() && said.contains("Card not present") {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{reader} was not reported empty within {DEADLINE:?} (last: {said})"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
+/// signatures verify. Uses vpcd's slot 0 port, so it takes the e2e lock
+/// (not through `e2e::Rig`, which asks pcsc-lite in-process: this binary
+/// links the shim's rlib, whose `SCard*` exports would answer instead).
 #[test]
 fn same_answers_through_the_shim_and_through_pcscd() {
-    tools();
+    require_tools();
     let lock = std::fs::File::create(e2e::LOCK_FILE).unwrap();
     lock.lock().unwrap();
     e2e::pcscd("start");
@@ -444,8 +309,8 @@ fn same_answers_through_the_shim_and_through_pcscd() {
     let card = make_card(card_dir.path());
 
     let shim = Env::new(("VIRTUAL_PIV_CARD_FILE", card.display().to_string()));
-    let via_shim = card_view(&shim);
-    sign_and_verify(&shim);
+    let via_shim = card_view(&shim.opensc);
+    sign_and_verify(&shim.opensc);
 
     // Now the same file, served to pcscd's vpcd slot 0 by a card thread.
     let mut c = piv_applet::Card::open(&card).expect("open card");
@@ -461,27 +326,14 @@ fn same_answers_through_the_shim_and_through_pcscd() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("opensc.conf");
     std::fs::write(&conf, "app default {\n}\n").unwrap();
-    let pcscd = Env {
-        vars: vec![("OPENSC_CONF".into(), conf.display().to_string())],
-        dir,
-        _card_dir: None,
+    let pcscd = OpenSc {
+        reader: None,
+        env: vec![("OPENSC_CONF".into(), conf.display().to_string())],
+        unset: Vec::new(),
+        dir: dir.path().to_path_buf(),
+        log: None,
     };
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let o = Command::new("opensc-tool")
-            .args(["-r", "Virtual PCD 00 00", "-a"])
-            .env("OPENSC_CONF", &conf)
-            .output()
-            .unwrap();
-        if o.status.success() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pcscd never saw the card on Virtual PCD 00 00"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_card_in(e2e::READER0, &pcscd.env);
     let via_pcscd = card_view(&pcscd);
     sign_and_verify(&pcscd);
     // Hang up: pcscd sees the card leave and the slot is free again.
@@ -489,7 +341,7 @@ fn same_answers_through_the_shim_and_through_pcscd() {
     server.join().unwrap();
     // The slot is left empty for the next user: pcscd must say so (an
     // error from pcscd is not an empty slot).
-    wait_for_no_card_via_opensc(e2e::READER0);
+    wait_for_empty_reader(e2e::READER0);
     assert_eq!(via_shim, via_pcscd, "OpenSC sees the same card both ways");
     assert!(
         via_shim.iter().any(|l| l.contains("serial")),
@@ -497,51 +349,17 @@ fn same_answers_through_the_shim_and_through_pcscd() {
     );
 }
 
-/// `vreader` as built in this workspace (built on demand when this package
-/// is tested alone).
-fn vreader_bin() -> PathBuf {
-    let p = profile_dir().join("vreader");
-    if !p.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-p", "vreader", "--bin", "vreader"])
-            .status()
-            .expect("run cargo to build vreader");
-        assert!(st.success(), "building vreader");
-    }
-    p
-}
-
-/// Kills the vreader this test started when the test ends, pass or fail.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The shim's remote backend against the real `vreader --listen`,
 /// OpenSC on top, over the link `vreader pair` set up.
 #[test]
 fn opensc_against_vreader_listen() {
     use std::io::BufRead;
-    tools();
+    require_tools();
     let card_dir = tempfile::tempdir().unwrap();
     let card = make_card(card_dir.path());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", e2e::free_port());
     let link = card_dir.path().join("link");
-    let paired = Command::new(vreader_bin())
-        .args(["pair", "--dir", link.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(paired.status.success(), "{paired:?}");
+    vreader_ok(&["pair", "--dir", link.to_str().unwrap()]);
     let mut child = Command::new(vreader_bin())
         .args(["run", "--card", card.to_str().unwrap(), "--listen", &addr])
         .args([
@@ -552,7 +370,7 @@ fn opensc_against_vreader_listen() {
         .spawn()
         .expect("start vreader");
     let stderr = child.stderr.take().unwrap();
-    let _child = Child(child);
+    let _child = KillOnDrop(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr)

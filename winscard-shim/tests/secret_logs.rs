@@ -10,28 +10,17 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// target/<profile>/ of this test binary.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
+use e2e::artifacts::{example, profile_dir};
+use e2e::{output_text, vreader_bin, vreader_ok, KillOnDrop};
 
 /// Runs examples/secret_apdus with our library as libpcsclite.so.1 and
 /// the given shim configuration; returns the secrets it reports.
 fn drive(dir: &Path, vars: &[(&str, String)]) -> Vec<String> {
     let profile = profile_dir();
-    let client = profile.join("examples/secret_apdus");
-    if !client.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-p", "winscard-shim", "--example", "secret_apdus"])
-            .status()
-            .expect("run cargo");
-        assert!(st.success(), "building examples/secret_apdus");
-    }
+    let client = example("winscard-shim", "secret_apdus");
     let libdir = dir.join("lib");
     std::fs::create_dir_all(&libdir).unwrap();
     let link = libdir.join("libpcsclite.so.1");
@@ -41,19 +30,26 @@ fn drive(dir: &Path, vars: &[(&str, String)]) -> Vec<String> {
         // library itself.
         std::os::unix::fs::symlink(profile.join("deps/libwinscard.so"), &link).unwrap();
     }
-    let out = Command::new(&client)
-        .env("LD_LIBRARY_PATH", &libdir)
-        .env("VIRTUAL_PIV_LOG", dir.join("shim.log"))
-        .env("VIRTUAL_PIV_LOG_LEVEL", "debug")
-        .envs(vars.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
+    let shim_log = || {
+        format!(
+            "\nshim log:\n{}",
+            std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default()
+        )
+    };
+    let out = e2e::run::succeed(
+        Command::new(&client)
+            .env("LD_LIBRARY_PATH", &libdir)
+            .env("VIRTUAL_PIV_LOG", dir.join("shim.log"))
+            .env("VIRTUAL_PIV_LOG_LEVEL", "debug")
+            .envs(vars.iter().map(|(k, v)| (k, v))),
+        shim_log,
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        out.status.success() && text.contains("secret-apdus: OK"),
-        "secret_apdus failed:\n{text}{}\nshim log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default()
+        text.contains("secret-apdus: OK"),
+        "secret_apdus did not finish:\n{}{}",
+        output_text(&out),
+        shim_log()
     );
     text.lines()
         .filter_map(|l| l.strip_prefix("secret: "))
@@ -84,16 +80,6 @@ fn assert_clean(what: &str, log: &str, secrets: &[String]) {
     }
 }
 
-/// Kills the vreader this test started when the test ends, pass or fail.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn no_secret_reaches_the_shim_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -111,20 +97,13 @@ fn no_secret_reaches_the_shim_log() {
 fn no_secret_reaches_the_vreader_or_shim_log() {
     let dir = tempfile::tempdir().unwrap();
     let card = common::make_card(dir.path());
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let addr = format!("127.0.0.1:{}", e2e::free_port());
     // The shim reaches a listening vreader only over the paired link.
     let link = dir.path().join("link");
-    let paired = Command::new(e2e::vreader_bin())
-        .args(["pair", "--dir", link.to_str().unwrap()])
-        .output()
-        .expect("vreader pair");
-    assert!(paired.status.success(), "{paired:?}");
+    vreader_ok(&["pair", "--dir", link.to_str().unwrap()]);
     let vreader_log = dir.path().join("vreader.log");
     let out = std::fs::File::create(&vreader_log).unwrap();
-    let child = Command::new(e2e::vreader_bin())
+    let child = Command::new(vreader_bin())
         .args(["run", "--card", card.to_str().unwrap(), "--listen", &addr])
         .arg("--link-credentials")
         .arg(link.join("vreader.pem"))
@@ -134,7 +113,7 @@ fn no_secret_reaches_the_vreader_or_shim_log() {
         .stderr(out)
         .spawn()
         .expect("start vreader");
-    let child = Child(child);
+    let child = KillOnDrop(child);
     e2e::wait_for_log(&vreader_log, "waiting for a reader");
     let secrets = drive(
         dir.path(),

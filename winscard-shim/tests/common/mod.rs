@@ -36,6 +36,19 @@ pub fn create_card(path: &Path, key: &[u8], cert: &[u8]) -> piv_applet::Card {
     card
 }
 
+/// The shim as built by cargo (this package's cdylib), for the tests
+/// that load it as a C library.
+#[cfg(target_os = "linux")]
+pub fn shim_so() -> PathBuf {
+    let p = e2e::artifacts::profile_dir().join("libwinscard.so");
+    assert!(
+        p.is_file(),
+        "{} not built (cargo builds it with the package's lib target)",
+        p.display()
+    );
+    p
+}
+
 /// Answers one vpcd connection from the card side until it closes (the
 /// owner ends it with `shutdown` on a clone of the stream: a read timeout
 /// could cut a frame in half). Not on Windows, where the vpcd crate is not

@@ -11,34 +11,6 @@ use criterion::{criterion_group, criterion_main, Criterion};
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-/// A card behind the shim <-> vreader link (TLS) on loopback; returns its
-/// address and the shim's side of the pairing, written into `dir`.
-#[cfg(not(windows))]
-fn serve(card_path: std::path::PathBuf, dir: &std::path::Path) -> (String, std::path::PathBuf) {
-    let (shim, vreader) = winscard::link::generate_pair().unwrap();
-    let shim_file = dir.join("shim.pem");
-    std::fs::write(&shim_file, shim.as_bytes()).unwrap();
-    let config = winscard::link::Credentials::from_pem(&vreader)
-        .unwrap()
-        .server_config()
-        .unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        let mut card = piv_applet::Card::open(&card_path).unwrap();
-        for s in listener.incoming() {
-            let Ok(s) = s else { continue };
-            let _ = vpcd::tune(&s);
-            let timeout = std::time::Duration::from_secs(30);
-            let Ok(mut tls) = winscard::link::accept(s, &config, timeout) else {
-                continue;
-            };
-            common::card_session_over(&mut card, &mut tls);
-        }
-    });
-    (addr, shim_file)
-}
-
 #[cfg(not(windows))]
 fn bench(c: &mut Criterion) {
     use winscard::abi_pcsclite as abi;
@@ -55,7 +27,7 @@ fn bench(c: &mut Criterion) {
     let remote_addr = match std::env::var("VIRTUAL_PIV_BENCH_REMOTE") {
         Ok(addr) => addr,
         Err(_) => {
-            let (addr, shim_file) = serve(remote, dir.path());
+            let (addr, shim_file) = common::serve_over_link(remote, dir.path());
             std::env::set_var("VIRTUAL_PIV_LINK", shim_file);
             addr
         }

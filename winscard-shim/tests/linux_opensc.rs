@@ -8,9 +8,8 @@
 #![cfg(target_os = "linux")]
 
 mod common;
-use common::{card_session, card_session_over, make_card, shim_so, DATA};
+use common::{card_session, make_card, serve_over_link, shim_so, DATA};
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use e2e::artifacts::example;
@@ -192,47 +191,6 @@ fn pcsc_crate_client_uses_the_shim_as_libpcsclite() {
         "served by the shim, not pcscd:\n{text}"
     );
     assert!(text.contains("pcsc-client: OK"), "{text}");
-}
-
-/// The card side of the link in a thread (what `vreader --listen` does):
-/// one connection at a time, every OpenSC process is a new reader
-/// connection. Returns the address and the shim's credentials file (in
-/// `dir`) paired with this card host.
-fn serve_over_link(card_path: PathBuf, dir: &Path) -> (String, PathBuf) {
-    let (shim, vreader) = winscard::link::generate_pair().unwrap();
-    let shim_file = dir.join("shim.pem");
-    std::fs::write(&shim_file, shim.as_bytes()).unwrap();
-    let config = winscard::link::Credentials::from_pem(&vreader)
-        .unwrap()
-        .server_config()
-        .unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        // Another test thread forking a tool may hold a copy of the lock
-        // file's descriptor for the instant before its exec: retry briefly.
-        let mut tries = 0;
-        let mut card = loop {
-            match piv_applet::Card::open(&card_path) {
-                Ok(c) => break c,
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    let _ = e;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => panic!("open card: {e}"),
-            }
-        };
-        for stream in listener.incoming() {
-            let Ok(s) = stream else { continue };
-            s.set_read_timeout(Some(DEADLINE)).unwrap();
-            let Ok(mut tls) = winscard::link::accept(s, &config, DEADLINE) else {
-                continue;
-            };
-            card_session_over(&mut card, &mut tls);
-        }
-    });
-    (addr, shim_file)
 }
 
 /// The remote backend: the shim plays the reader side of vpcd, inside the

@@ -17,6 +17,14 @@
 //!   old PIN or the PUK (or by RESET, SET PIN RETRIES);
 //! - a retry counter never rises without a successful command.
 //!
+//! Inputs of odd length run on a card with secure messaging and the
+//! contactless profile (a pairing code set). A fuzzer cannot open the
+//! virtual contact interface (that takes an ECDH key establishment and
+//! MACs under its keys), so there the oracle is the contactless rule: no
+//! contact-only command succeeds (no PIN, no key but 9E, no change, no
+//! object but the four free ones), whatever CLA 0C, chaining or garbage
+//! the sequence sends.
+//!
 //! Under `cargo fuzz` (cfg `fuzzing`) generated keys are reused and the
 //! store writes nothing, so a run is cheap (RELIABILITY.md has the rates).
 #![no_main]
@@ -44,6 +52,73 @@ fn template() -> &'static CardState {
         .unwrap();
         card.state().clone()
     })
+}
+
+/// The template with secure messaging, the contactless profile and a
+/// pairing code, and keys in 9A and 9E to try.
+fn contactless_template() -> &'static CardState {
+    static T: OnceLock<CardState> = OnceLock::new();
+    T.get_or_init(|| {
+        use piv_applet::{AlgorithmId, PinPolicy, TouchPolicy};
+        let contactless = data.len() % 2 == 1;
+    let state = if contactless {
+        contactless_template()
+    } else {
+        template()
+    };
+    let mut card = Card::with_store(state.clone(), Box::new(Discard));
+        let signer = piv_applet::keys::KeyMaterial::generate(AlgorithmId::EccP256).unwrap();
+        let cert = piv_applet::x509::self_signed(
+            &signer,
+            &piv_applet::x509::CertRequest {
+                subject: "CN=fuzz signer",
+                serial: &[1],
+                not_before: piv_applet::x509::valid_from_now(),
+                days: 1,
+                extensions: vec![],
+            },
+        )
+        .unwrap();
+        card.enable_secure_messaging(
+            piv_applet::sm::CipherSuite::Cs2,
+            &signer,
+            &cert,
+            true,
+            Some("12345678"),
+        )
+        .unwrap();
+        for slot in [Slot::AUTHENTICATION, Slot::CARD_AUTHENTICATION] {
+            card.generate_key(slot, AlgorithmId::EccP256, PinPolicy::Default, TouchPolicy::Never)
+                .unwrap();
+        }
+        card.state().clone()
+    })
+}
+
+/// What a card with the contactless profile may answer with success
+/// outside the virtual contact interface.
+fn contactless_allows(ins: Ins, p2: u8, whole: &[u8]) -> bool {
+    use piv_applet::ObjectId;
+    match ins {
+        Ins::Select | Ins::GetResponse | Ins::GetVersion | Ins::GetSerial => true,
+        Ins::GeneralAuthenticate => p2 == 0x9E || p2 == piv_applet::sm::KEY_REFERENCE,
+        Ins::GetData => tlv::parse_one(whole)
+            .ok()
+            .and_then(|t| ObjectId::from_bytes(t.value))
+            .is_some_and(|id| {
+                [
+                    ObjectId::CHUID,
+                    ObjectId::CERT_CARD_AUTH,
+                    ObjectId::DISCOVERY,
+                    ObjectId::SM_CERT_SIGNER,
+                ]
+                .contains(&id)
+            }),
+        // The Management application's GET DEVICE INFO (after SELECT of
+        // its AID) shares no INS with a PIV command that needs the VCI.
+        Ins::Unknown(_) => true,
+        _ => false,
+    }
 }
 
 /// A store that keeps nothing: the store's own tests and the card_file
@@ -99,7 +174,13 @@ fn success(sw: u16) -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut card = Card::with_store(template().clone(), Box::new(Discard));
+    let contactless = data.len() % 2 == 1;
+    let state = if contactless {
+        contactless_template()
+    } else {
+        template()
+    };
+    let mut card = Card::with_store(state.clone(), Box::new(Discard));
     let mut contents_changed = false;
     let mut chain: Option<([u8; 3], Vec<u8>)> = None;
     let mut proofs = Proofs::default();
@@ -143,6 +224,20 @@ fuzz_target!(|data: &[u8]| {
             chain = Some((header, whole.clone()));
         }
         let done = success(sw) && !cmd.is_chained();
+        if contactless && done && cmd.cla & 0x0C == 0 {
+            assert!(
+                contactless_allows(cmd.ins, cmd.p2, &whole),
+                "{:?} P2 {:02X} succeeded outside the virtual contact interface",
+                cmd.ins,
+                cmd.p2
+            );
+        }
+        if contactless {
+            assert!(
+                !(done && cmd.cla & 0x0C == 0x0C),
+                "a secure messaging command succeeded without a session"
+            );
+        }
 
         // Key use (GENERAL AUTHENTICATE with a private key).
         if cmd.ins == Ins::GeneralAuthenticate && done && cmd.p2 != 0x9B {

@@ -60,13 +60,7 @@ fn contactless_template() -> &'static CardState {
     static T: OnceLock<CardState> = OnceLock::new();
     T.get_or_init(|| {
         use piv_applet::{AlgorithmId, PinPolicy, TouchPolicy};
-        let contactless = data.len() % 2 == 1;
-    let state = if contactless {
-        contactless_template()
-    } else {
-        template()
-    };
-    let mut card = Card::with_store(state.clone(), Box::new(Discard));
+        let mut card = Card::with_store(template().clone(), Box::new(Discard));
         let signer = piv_applet::keys::KeyMaterial::generate(AlgorithmId::EccP256).unwrap();
         let cert = piv_applet::x509::self_signed(
             &signer,
@@ -88,8 +82,13 @@ fn contactless_template() -> &'static CardState {
         )
         .unwrap();
         for slot in [Slot::AUTHENTICATION, Slot::CARD_AUTHENTICATION] {
-            card.generate_key(slot, AlgorithmId::EccP256, PinPolicy::Default, TouchPolicy::Never)
-                .unwrap();
+            card.generate_key(
+                slot,
+                AlgorithmId::EccP256,
+                PinPolicy::Default,
+                TouchPolicy::Never,
+            )
+            .unwrap();
         }
         card.state().clone()
     })
@@ -154,7 +153,11 @@ fn guarded(s: &CardState) -> Vec<u8> {
         out.extend_from_slice(value);
     }
     out.push(s.mgmt.algorithm().into());
-    out.extend(s.mgmt.encrypt_block(&vec![0x5A; s.mgmt.block_size()]).unwrap());
+    out.extend(
+        s.mgmt
+            .encrypt_block(&vec![0x5A; s.mgmt.block_size()])
+            .unwrap(),
+    );
     out.push(s.mgmt_touch.into());
     out.extend_from_slice(&[s.pin.max_tries, s.puk.max_tries]);
     out
@@ -245,10 +248,15 @@ fuzz_target!(|data: &[u8]| {
             match key_rule {
                 Some(KeyUseRule::Free) => {}
                 Some(KeyUseRule::PinVerified) => {
-                    assert!(proofs.pin && before.pin_verified, "PIN-once key used without the PIN")
+                    assert!(
+                        proofs.pin && before.pin_verified,
+                        "PIN-once key used without the PIN"
+                    )
                 }
                 Some(KeyUseRule::PinJustVerified) => {
-                    let last = proofs.last_verify.expect("PIN-always key used without VERIFY");
+                    let last = proofs
+                        .last_verify
+                        .expect("PIN-always key used without VERIFY");
                     let header = &apdu[1..4];
                     assert!(
                         sent[last + 1..index]
@@ -257,7 +265,10 @@ fuzz_target!(|data: &[u8]| {
                         "PIN-always key used with other commands after VERIFY"
                     );
                 }
-                None => panic!("GENERAL AUTHENTICATE succeeded on an empty slot {:02X}", cmd.p2),
+                None => panic!(
+                    "GENERAL AUTHENTICATE succeeded on an empty slot {:02X}",
+                    cmd.p2
+                ),
             }
         }
 
@@ -277,7 +288,10 @@ fuzz_target!(|data: &[u8]| {
         // first, so a correct old PIN with a malformed new one restores the
         // count and still answers 6A80. Any other rise needs a success.
         let (pin_after, puk_after) = (&card.state().pin, &card.state().puk);
-        let refs = [(&pin_before, pin_after, 0x80, "PIN"), (&puk_before, puk_after, 0x81, "PUK")];
+        let refs = [
+            (&pin_before, pin_after, 0x80, "PIN"),
+            (&puk_before, puk_after, 0x81, "PUK"),
+        ];
         for (old, new, key_ref, name) in refs {
             let first_block = whole.get(..8).is_some_and(|d| old.matches(d));
             let presented = match cmd.ins {
@@ -295,7 +309,11 @@ fuzz_target!(|data: &[u8]| {
                     } else {
                         presented
                     };
-                assert!(by_change || factory, "{name} changed by {:?} without proof", cmd.ins);
+                assert!(
+                    by_change || factory,
+                    "{name} changed by {:?} without proof",
+                    cmd.ins
+                );
             }
             assert!(
                 new.tries_left <= old.tries_left || sw == 0x9000 || presented,

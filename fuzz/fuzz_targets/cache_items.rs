@@ -35,8 +35,14 @@ const NAMES: [&str; 9] = [
 ];
 
 fn check(info: &CardInfo, mode: u8) {
-    let opts = CacheOptions { ecc_containers: mode & 2 != 0 };
-    let fresh = Freshness { pin: mode, containers: u16::from(mode) * 7, files: 0xFFF0 };
+    let opts = CacheOptions {
+        ecc_containers: mode & 2 != 0,
+    };
+    let fresh = Freshness {
+        pin: mode,
+        containers: u16::from(mode) * 7,
+        files: 0xFFF0,
+    };
     let activity = u16::from(mode) << 8;
     let Ok(items) = cache::build_items(info, fresh, activity, &opts) else {
         return;
@@ -85,7 +91,11 @@ fuzz_target!(|data: &[u8]| {
         g[..guid.len()].copy_from_slice(guid);
         let info = CardInfo {
             guid: g,
-            certs: vec![SlotCert { key_ref: 0x9A, object_tag: 0x5FC105, der: der.to_vec() }],
+            certs: vec![SlotCert {
+                key_ref: 0x9A,
+                object_tag: 0x5FC105,
+                der: der.to_vec(),
+            }],
         };
         let _ = cache::certificate_public_key(der);
         check(&info, mode);
@@ -98,7 +108,8 @@ fuzz_target!(|data: &[u8]| {
         if responses.len() < 2 {
             return Err("card gone".into());
         }
-        let n = usize::from(u16::from_be_bytes([responses[0], responses[1]])).min(responses.len() - 2);
+        let n =
+            usize::from(u16::from_be_bytes([responses[0], responses[1]])).min(responses.len() - 2);
         let r = responses[2..2 + n].to_vec();
         responses = &responses[2 + n..];
         Ok(r)

@@ -452,6 +452,45 @@ fn cli_on_tdes_card() {
     cli(Mgmt::Tdes);
 }
 
+/// ykman knows nothing of PIV secure messaging: on a card that offers it
+/// (without the contactless profile) it works as before.
+#[test]
+fn cli_on_a_card_with_secure_messaging() {
+    let v = venv();
+    let mut rig = Rig::new();
+    let card = rig.path_str("card.json");
+    vreader_ok(&["init", &card]);
+    vreader_ok(&["secure-messaging", &card, "--suite", "cs7"]);
+    rig.insert(&rig.path("card.json"));
+    let info = ykman_ok(&v, &["piv", "info"]);
+    assert!(has_line(&info, "PIV version: 5.7.1"), "{info}");
+    let public = rig.path_str("9a.pub.pem");
+    let m = DEFAULT_MGMT;
+    ykman_ok(
+        &v,
+        &[
+            "piv", "keys", "generate", "-m", m, "-a", "ECCP256", "9a", &public,
+        ],
+    );
+    let out = ykman_ok(
+        &v,
+        &[
+            "piv",
+            "certificates",
+            "generate",
+            "-m",
+            m,
+            "-P",
+            "123456",
+            "-s",
+            "CN=sm",
+            "9a",
+            &public,
+        ],
+    );
+    assert!(out.contains("Certificate generated"), "{out}");
+}
+
 /// pytest's counts from its last line, e.g. "3 failed, 97 passed, 12
 /// skipped in 61.2s".
 #[derive(Debug, Default)]

@@ -157,3 +157,84 @@ fn clients_without_sm_keep_working() {
     let status = e2e::ykpiv::ykpiv_ok(&["-a", "status"]);
     assert!(status.contains("Slot 9a"), "{status}");
 }
+
+/// `--ca-key/--ca-cert`: the content signer made for the card has a
+/// certificate issued by the user's CA (openssl verifies the chain), and
+/// the card's CVC verifies with that signer's key.
+#[test]
+fn a_content_signer_issued_by_the_users_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    e2e::run_ok(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &p("ca.key"),
+            "-out",
+            &p("ca.pem"),
+            "-subj",
+            "/CN=SM test CA",
+            "-days",
+            "2",
+        ],
+    );
+    vreader_ok(&["init", &p("card.json")]);
+    vreader_ok(&[
+        "secure-messaging",
+        &p("card.json"),
+        "--suite",
+        "cs7",
+        "--ca-key",
+        &p("ca.key"),
+        "--ca-cert",
+        &p("ca.pem"),
+    ]);
+    let card = piv_applet::Card::open(p("card.json")).unwrap();
+    let object = &card.state().objects[&ObjectId::SM_CERT_SIGNER];
+    let cert = piv_applet::tlv::find(object, 0x70).expect("certificate");
+    std::fs::write(
+        p("signer.pem"),
+        piv_applet::credentials::pem("CERTIFICATE", cert),
+    )
+    .unwrap();
+    let verified = e2e::run_ok(
+        "openssl",
+        &["verify", "-CAfile", &p("ca.pem"), &p("signer.pem")],
+    );
+    assert!(verified.contains(": OK"), "{verified}");
+    use der::{Decode, Encode};
+    let spki = x509_cert::Certificate::from_der(cert)
+        .unwrap()
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .unwrap();
+    let cvc = card.state().secure_messaging.as_ref().unwrap().cvc.clone();
+    drop(card);
+    piv_applet::sm::Cvc::decode(&cvc)
+        .unwrap()
+        .verify(&SignerPublicKey::from_spki_der(&spki).unwrap())
+        .expect("the CVC is signed by the CA-issued signer");
+    // A signer key with a certificate for another key is refused, and the
+    // card keeps what it had.
+    let out = e2e::vreader(&[
+        "secure-messaging",
+        &p("card.json"),
+        "--suite",
+        "cs7",
+        "--signer-key",
+        &p("ca.key"),
+        "--signer-cert",
+        &p("signer.pem"),
+    ]);
+    assert!(!out.status.success());
+    let said = e2e::output_text(&out);
+    assert!(said.contains("for another key"), "{said}");
+    let after = piv_applet::Card::open(p("card.json")).unwrap();
+    assert_eq!(after.state().secure_messaging.as_ref().unwrap().cvc, cvc);
+}

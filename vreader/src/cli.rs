@@ -351,6 +351,14 @@ pub struct SecureMessagingArgs {
         conflicts_with = "off"
     )]
     pub signer_cert: Option<PathBuf>,
+    /// Instead of --signer-key/--signer-cert: a CA's private key (PEM or
+    /// DER) that issues the certificate of a content signer made for the
+    /// card, so hosts can chain the CVC to that CA.
+    #[arg(long, value_name = "FILE", requires = "ca_cert", conflicts_with_all = ["signer_key", "off"])]
+    pub ca_key: Option<PathBuf>,
+    /// The CA's certificate (its subject becomes the signer's issuer).
+    #[arg(long, value_name = "FILE", requires = "ca_key", conflicts_with_all = ["signer_cert", "off"])]
+    pub ca_cert: Option<PathBuf>,
     /// Act as on the contactless interface (the virtual contact interface
     /// guards contact-only commands).
     #[arg(long, conflicts_with = "off")]

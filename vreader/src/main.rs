@@ -350,7 +350,16 @@ fn secure_messaging(args: SecureMessagingArgs, pass: &mut Passphrases) -> anyhow
             piv_applet::credentials::read_private_key(key)?,
             piv_applet::credentials::read_certificate(cert)?,
         ),
-        _ => provision::content_signer(suite, card.state().identity.serial)?,
+        _ => {
+            let issuer = match (&args.ca_key, &args.ca_cert) {
+                (Some(key), Some(cert)) => Some((
+                    piv_applet::credentials::read_private_key(key)?,
+                    piv_applet::credentials::read_certificate(cert)?,
+                )),
+                _ => None,
+            };
+            provision::content_signer(suite, card.state().identity.serial, issuer.as_ref())?
+        }
     };
     let pairing_code_given = args.pairing_code.is_some()
         || args.pairing_code_file.is_some()

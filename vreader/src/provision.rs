@@ -140,12 +140,14 @@ pub fn describe(card: &Card) -> String {
 }
 
 /// A content signer made for one card when the user brings none: a key on
-/// the suite's curve and a self-signed CA certificate naming the card's
-/// serial. The key signs the card's CVC once and is then dropped; the
-/// certificate stays on the card (Secure Messaging Certificate Signer).
+/// the suite's curve and a certificate naming the card's serial, issued by
+/// `issuer` (a CA's key and certificate) or else self-signed. The key
+/// signs the card's CVC once and is then dropped; the certificate stays on
+/// the card (Secure Messaging Certificate Signer).
 pub fn content_signer(
     suite: piv_applet::sm::CipherSuite,
     serial: u32,
+    issuer: Option<&(piv_applet::keys::KeyMaterial, Vec<u8>)>,
 ) -> anyhow::Result<(piv_applet::keys::KeyMaterial, Vec<u8>)> {
     use piv_applet::x509;
     let alg = match suite {
@@ -156,15 +158,16 @@ pub fn content_signer(
     let subject = format!("CN=Virtual PIV secure messaging signer,serialNumber={serial}");
     let mut serial_number = [0u8; 8];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut serial_number);
-    let cert = x509::self_signed(
-        &key,
-        &x509::CertRequest {
-            subject: &subject,
-            serial: &serial_number,
-            not_before: x509::valid_from_now(),
-            days: 3650,
-            extensions: vec![x509::basic_constraints(true)?],
-        },
-    )?;
+    let req = x509::CertRequest {
+        subject: &subject,
+        serial: &serial_number,
+        not_before: x509::valid_from_now(),
+        days: 3650,
+        extensions: vec![x509::basic_constraints(issuer.is_none())?],
+    };
+    let cert = match issuer {
+        Some((ca_key, ca_cert)) => x509::issue(ca_key, ca_cert, &key.public_key_spki_der(), &req)?,
+        None => x509::self_signed(&key, &req)?,
+    };
     Ok((key, cert))
 }

@@ -182,14 +182,7 @@ fn both_suites_carry_every_kind_of_command() {
         assert_eq!(signer.sw, StatusWord::Success);
         let object = piv_applet::tlv::find(&signer.data, 0x53).unwrap();
         let cert = piv_applet::tlv::find(object, 0x70).unwrap();
-        use der::{Decode, Encode};
-        let spki = x509_cert::Certificate::from_der(cert)
-            .unwrap()
-            .tbs_certificate
-            .subject_public_key_info
-            .to_der()
-            .unwrap();
-        cvc.verify(&SignerPublicKey::from_spki_der(&spki).unwrap())
+        cvc.verify(&SignerPublicKey::from_certificate(cert).unwrap())
             .unwrap();
         assert_eq!(cvc.subject_id, h.card().state().identity.guid);
 

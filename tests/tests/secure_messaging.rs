@@ -62,14 +62,7 @@ where
         .expect("GET DATA")
         .expect("the signer's certificate is on the card");
     let cert = piv_applet::tlv::find(&object, 0x70).expect("certificate");
-    use der::{Decode, Encode};
-    let spki = x509_cert::Certificate::from_der(cert)
-        .unwrap()
-        .tbs_certificate
-        .subject_public_key_info
-        .to_der()
-        .unwrap();
-    cvc.verify(&SignerPublicKey::from_spki_der(&spki).unwrap())
+    cvc.verify(&SignerPublicKey::from_certificate(cert).unwrap())
         .expect("the CVC is signed by the content signer");
 }
 
@@ -195,8 +188,8 @@ fn a_content_signer_issued_by_the_users_ca() {
         &p("ca.pem"),
     ]);
     let card = piv_applet::Card::open(p("card.json")).unwrap();
-    let object = &card.state().objects[&ObjectId::SM_CERT_SIGNER];
-    let cert = piv_applet::tlv::find(object, 0x70).expect("certificate");
+    let object = card.state().objects[&ObjectId::SM_CERT_SIGNER].clone();
+    let cert = piv_applet::tlv::find(&object, 0x70).expect("certificate");
     std::fs::write(
         p("signer.pem"),
         piv_applet::credentials::pem("CERTIFICATE", cert),
@@ -207,18 +200,11 @@ fn a_content_signer_issued_by_the_users_ca() {
         &["verify", "-CAfile", &p("ca.pem"), &p("signer.pem")],
     );
     assert!(verified.contains(": OK"), "{verified}");
-    use der::{Decode, Encode};
-    let spki = x509_cert::Certificate::from_der(cert)
-        .unwrap()
-        .tbs_certificate
-        .subject_public_key_info
-        .to_der()
-        .unwrap();
     let cvc = card.state().secure_messaging.as_ref().unwrap().cvc.clone();
     drop(card);
     piv_applet::sm::Cvc::decode(&cvc)
         .unwrap()
-        .verify(&SignerPublicKey::from_spki_der(&spki).unwrap())
+        .verify(&SignerPublicKey::from_certificate(cert).unwrap())
         .expect("the CVC is signed by the CA-issued signer");
     // A signer key with a certificate for another key is refused, and the
     // card keeps what it had.

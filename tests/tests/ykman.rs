@@ -116,6 +116,29 @@ fn ykman_ok(v: &Venv, args: &[&str]) -> String {
     text(&succeed(&mut ykman_command(v, args), String::new))
 }
 
+/// `ykman piv certificates generate` with the default management key and
+/// PIN: a self-signed certificate for the key whose public half is in
+/// `public`.
+fn self_signed_certificate(v: &Venv, slot: &str, public: &str, subject: &str) {
+    let out = ykman_ok(
+        v,
+        &[
+            "piv",
+            "certificates",
+            "generate",
+            "-m",
+            DEFAULT_MGMT,
+            "-P",
+            "123456",
+            "-s",
+            subject,
+            slot,
+            public,
+        ],
+    );
+    assert!(out.contains("Certificate generated"), "{out}");
+}
+
 /// Whether `out` has the line `want`, ignoring how ykman pads its
 /// columns (runs of blanks count as one space).
 fn has_line(out: &str, want: &str) -> bool {
@@ -208,23 +231,7 @@ fn cli(mgmt: Mgmt) {
             &v,
             &["piv", "keys", "generate", "-m", m, "-a", alg, slot, &public],
         );
-        let out = ykman_ok(
-            &v,
-            &[
-                "piv",
-                "certificates",
-                "generate",
-                "-m",
-                m,
-                "-P",
-                "123456",
-                "-s",
-                &format!("CN=ykman {slot}"),
-                slot,
-                &public,
-            ],
-        );
-        assert!(out.contains("Certificate generated"), "{out}");
+        self_signed_certificate(&v, slot, &public, &format!("CN=ykman {slot}"));
         let cert = p(&format!("{slot}.cert.pem"));
         ykman_ok(&v, &["piv", "certificates", "export", slot, &cert]);
         assert_eq!(
@@ -472,23 +479,7 @@ fn cli_on_a_card_with_secure_messaging() {
             "piv", "keys", "generate", "-m", m, "-a", "ECCP256", "9a", &public,
         ],
     );
-    let out = ykman_ok(
-        &v,
-        &[
-            "piv",
-            "certificates",
-            "generate",
-            "-m",
-            m,
-            "-P",
-            "123456",
-            "-s",
-            "CN=sm",
-            "9a",
-            &public,
-        ],
-    );
-    assert!(out.contains("Certificate generated"), "{out}");
+    self_signed_certificate(&v, "9a", &public, "CN=sm");
 }
 
 /// pytest's counts from its last line, e.g. "3 failed, 97 passed, 12

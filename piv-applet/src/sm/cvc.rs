@@ -76,6 +76,19 @@ pub enum SignerPublicKey {
 }
 
 impl SignerPublicKey {
+    /// The key of a content signer's X.509 certificate (DER), as a host
+    /// reads it from the card's 5FC122 object.
+    pub fn from_certificate(der: &[u8]) -> Result<SignerPublicKey, SmError> {
+        let bad = |e: der::Error| SmError::Certificate(format!("the signer's certificate: {e}"));
+        let cert = x509_cert::Certificate::from_der(der).map_err(bad)?;
+        let spki = cert
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .map_err(bad)?;
+        SignerPublicKey::from_spki_der(&spki)
+    }
+
     pub fn from_spki_der(spki: &[u8]) -> Result<SignerPublicKey, SmError> {
         use pkcs8::DecodePublicKey;
         if let Ok(k) = p256::ecdsa::VerifyingKey::from_public_key_der(spki) {

@@ -130,6 +130,18 @@ pub fn object_read_rule(id: ObjectId) -> ReadRule {
         .map_or(ReadRule::Always, |r| r.read)
 }
 
+/// The objects a card with the contactless profile lets anyone read
+/// outside the virtual contact interface (SP 800-73-4 part 1, table 1:
+/// "contact and contactless"; the signer's certificate because a host
+/// checks the CVC with it before secure messaging starts). Every other
+/// object, key and command is contact-only there.
+pub const CONTACTLESS_OBJECTS: [ObjectId; 4] = [
+    ObjectId::CHUID,
+    ObjectId::CERT_CARD_AUTH,
+    ObjectId::DISCOVERY,
+    ObjectId::SM_CERT_SIGNER,
+];
+
 /// What a command needs before it may change or reveal anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommandRule {

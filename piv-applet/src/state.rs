@@ -391,11 +391,13 @@ impl CardState {
             objects.insert(ObjectId::YUBICO_ATTESTATION, cert.clone());
         }
         // Secure messaging is the issuer's, as the attestation key is: it
-        // stays, and so do its signer's certificate and the Discovery
-        // object that announces it.
+        // stays, and so do its signer's certificate, its pairing code
+        // container and the Discovery object that announces it.
         if let Some(sm) = &self.secure_messaging {
-            if let Some(cert) = self.objects.get(&ObjectId::SM_CERT_SIGNER) {
-                objects.insert(ObjectId::SM_CERT_SIGNER, cert.clone());
+            for id in [ObjectId::SM_CERT_SIGNER, ObjectId::PAIRING_CODE_REF] {
+                if let Some(v) = self.objects.get(&id) {
+                    objects.insert(id, v.clone());
+                }
             }
             objects.insert(ObjectId::DISCOVERY, discovery(Some(sm)));
         }

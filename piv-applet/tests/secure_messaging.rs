@@ -384,6 +384,20 @@ fn the_contactless_profile_needs_the_vci_for_contact_only_commands() {
             .1,
         0x9000
     );
+    // The cardholder reads the pairing code behind the PIN, through the
+    // VCI only.
+    let (container, sw) = h
+        .secure(0xCB, 0x3F, 0xFF, &get_data(&[0x5F, 0xC1, 0x23]), Some(256))
+        .unwrap();
+    assert_eq!(sw, 0x9000);
+    assert_eq!(
+        piv_applet::tlv::find(piv_applet::tlv::find(&container, 0x53).unwrap(), 0x99).unwrap(),
+        PAIRING.as_bytes()
+    );
+    assert_eq!(
+        h.plain(0xCB, 0x3F, 0xFF, &get_data(&[0x5F, 0xC1, 0x23])).sw,
+        StatusWord::SecurityStatusNotSatisfied
+    );
     // ... but the same commands in the clear are still refused.
     assert_eq!(
         h.plain(0x87, 0x11, 0x9A, &sign_request()).sw,

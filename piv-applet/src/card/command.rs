@@ -162,21 +162,15 @@ pub(super) enum Authenticate<'a> {
 impl PivCommand<'_> {
     /// Whether the command is for the contact interface only (SP 800-73-4
     /// part 1, table 1 and 2.1): everything but reading the objects that
-    /// are free on the contactless interface (CHUID, Card Authentication
-    /// certificate, Discovery, Secure Messaging Certificate Signer), the
+    /// are free on the contactless interface
+    /// ([`access::CONTACTLESS_OBJECTS`]), the
     /// Card Authentication key, secure messaging key establishment and the
     /// pairing code (which its handler takes only within secure
     /// messaging), and the YubiKey version and serial that ykman reads
     /// before anything else.
     pub(super) fn is_contact_only(&self) -> bool {
         match self {
-            PivCommand::GetData(id) => !matches!(
-                *id,
-                ObjectId::CHUID
-                    | ObjectId::CERT_CARD_AUTH
-                    | ObjectId::DISCOVERY
-                    | ObjectId::SM_CERT_SIGNER
-            ),
+            PivCommand::GetData(id) => !access::CONTACTLESS_OBJECTS.contains(id),
             PivCommand::GeneralAuthenticate(Authenticate::Key { slot, .. }) => {
                 *slot != Slot::CARD_AUTHENTICATION
             }

@@ -13,7 +13,7 @@ use crate::mgmt::ManagementKey;
 use crate::sm::{self, CipherSuite, SmKey};
 use crate::state::{self, SecureMessaging};
 use crate::state::{is_valid_new_pin, CardState, KeySlot, PIN_BLOCK_LEN};
-use crate::x509;
+use crate::{tlv, x509};
 
 impl Card {
     /// Generates a key in a slot; returns its SubjectPublicKeyInfo DER.
@@ -227,38 +227,57 @@ impl Card {
         };
         let discovery = state::discovery(Some(&config));
         let signer_object = CardState::certificate_object_value(signer_certificate);
-        self.replace_secure_messaging(Some(config), Some(signer_object), discovery)
+        // The Pairing Code Reference Data Container (SP 800-73-4 part 1,
+        // 3.3.5): the code (99) and an empty error detection code, for the
+        // cardholder to read behind the PIN through the VCI.
+        let pairing_object = config.pairing_code.as_ref().map(|code| {
+            let mut v = tlv::encode(0x99, &code[..]);
+            tlv::write(&mut v, 0xFE, &[]);
+            v
+        });
+        self.replace_secure_messaging(
+            Some(config),
+            [Some(signer_object), pairing_object],
+            discovery,
+        )
     }
 
     /// Takes secure messaging away: the card answers as one that never had
     /// it.
     pub fn disable_secure_messaging(&mut self) -> Result<(), CardError> {
-        self.replace_secure_messaging(None, None, state::default_discovery())
+        self.replace_secure_messaging(None, [None, None], state::default_discovery())
     }
 
+    /// Swaps in a secure messaging set-up with its objects (the signer's
+    /// certificate and the pairing code container; `None` removes one)
+    /// and Discovery, in one save.
     fn replace_secure_messaging(
         &mut self,
         config: Option<SecureMessaging>,
-        signer_object: Option<Vec<u8>>,
+        objects: [Option<Vec<u8>>; 2],
         discovery: Vec<u8>,
     ) -> Result<(), CardError> {
+        const IDS: [ObjectId; 2] = [ObjectId::SM_CERT_SIGNER, ObjectId::PAIRING_CODE_REF];
         self.session.sm = None;
         self.session.vci = false;
         self.save_or_undo(
             |s| {
-                let old_signer = match signer_object {
-                    Some(v) => s.objects.insert(ObjectId::SM_CERT_SIGNER, v),
-                    None => s.objects.remove(&ObjectId::SM_CERT_SIGNER),
-                };
+                let old = IDS.into_iter().zip(objects).map(|(id, new)| match new {
+                    Some(v) => s.objects.insert(id, v),
+                    None => s.objects.remove(&id),
+                });
+                let old: Vec<_> = old.collect();
                 (
                     std::mem::replace(&mut s.secure_messaging, config),
-                    old_signer,
+                    old,
                     s.objects.insert(ObjectId::DISCOVERY, discovery),
                 )
             },
-            |s, (config, signer, discovery)| {
+            |s, (config, old, discovery)| {
                 s.secure_messaging = config;
-                put_back(&mut s.objects, ObjectId::SM_CERT_SIGNER, signer);
+                for (id, previous) in IDS.into_iter().zip(old) {
+                    put_back(&mut s.objects, id, previous);
+                }
                 put_back(&mut s.objects, ObjectId::DISCOVERY, discovery);
             },
         )?;

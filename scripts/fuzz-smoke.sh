@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../fuzz"
 SECONDS_EACH="${FUZZ_SECONDS:-13}"
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-    TARGETS=(apdu_sequence tlv card_file vpcd_frames cache_items)
+    TARGETS=(apdu_sequence tlv card_file vpcd_frames cache_items secure_messaging)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

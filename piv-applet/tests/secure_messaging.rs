@@ -403,8 +403,49 @@ fn the_contactless_profile_needs_the_vci_for_contact_only_commands() {
         h.plain(0x87, 0x11, 0x9A, &sign_request()).sw,
         StatusWord::SecurityStatusNotSatisfied
     );
-    // A new session starts without the VCI.
+    // A new session starts without the VCI, and without the PIN proved in
+    // the old one: the pairing code opens the VCI again, the PIN must be
+    // presented again.
     h.establish(CipherSuite::Cs2);
+    assert_eq!(
+        h.secure(0x87, 0x11, 0x9A, &sign_request(), Some(256))
+            .unwrap()
+            .1,
+        0x6982
+    );
+    assert_eq!(
+        h.secure(0x20, 0x00, 0x98, PAIRING.as_bytes(), None)
+            .unwrap()
+            .1,
+        0x9000
+    );
+    assert_eq!(
+        h.secure(0x87, 0x11, 0x9A, &sign_request(), Some(256))
+            .unwrap()
+            .1,
+        0x6982
+    );
+    assert_eq!(
+        h.secure(0x20, 0x00, 0x80, &pin_block(b"123456"), None)
+            .unwrap()
+            .1,
+        0x9000
+    );
+    assert_eq!(
+        h.secure(0x87, 0x11, 0x9A, &sign_request(), Some(256))
+            .unwrap()
+            .1,
+        0x9000
+    );
+    // SELECT ends the session, and the PIN with it.
+    h.plain(0xA4, 0x04, 0x00, &piv_applet::enums::PIV_AID);
+    h.establish(CipherSuite::Cs2);
+    assert_eq!(
+        h.secure(0x20, 0x00, 0x98, PAIRING.as_bytes(), None)
+            .unwrap()
+            .1,
+        0x9000
+    );
     assert_eq!(
         h.secure(0x87, 0x11, 0x9A, &sign_request(), Some(256))
             .unwrap()

@@ -61,13 +61,13 @@ impl Card {
         if secure {
             return Err(Refusal::OutOfOrder);
         }
-        self.session.sm = None;
-        self.session.vci = false;
         let responder = Responder {
             key: &sm.key,
             cvc: &sm.cvc,
         };
-        let (answer, channel) = responder.respond(request).map_err(|e| e.refusal())?;
+        let answer = responder.respond(request);
+        self.end_secure_session();
+        let (answer, channel) = answer.map_err(|e| e.refusal())?;
         self.session.sm = Some(channel);
         Ok(Response::ok(answer))
     }

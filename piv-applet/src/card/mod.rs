@@ -425,6 +425,27 @@ impl Card {
         }
     }
 
+    /// Ends the secure messaging session (its keys are wiped as the channel
+    /// drops). On a card with the contactless profile, what was proved
+    /// within the session (PIN, management key) ends with it: it was
+    /// proved through the virtual contact interface, and a later session,
+    /// perhaps another host's, must prove it again.
+    fn end_secure_session(&mut self) {
+        self.session.sm = None;
+        self.session.vci = false;
+        if self
+            .state
+            .secure_messaging
+            .as_ref()
+            .is_some_and(|sm| sm.contactless)
+        {
+            self.session.pin_verified = false;
+            self.session.pin_fresh = false;
+            self.session.mgmt_authenticated = false;
+            self.session.challenge = None;
+        }
+    }
+
     /// The virtual contact interface rule (SP 800-73-4 part 1, 2.1 and
     /// part 2, 4): on a card with the contactless profile, a command that
     /// is contact-only needs the VCI, that is secure messaging and, if the

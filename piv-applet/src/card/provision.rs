@@ -258,8 +258,7 @@ impl Card {
         discovery: Vec<u8>,
     ) -> Result<(), CardError> {
         const IDS: [ObjectId; 2] = [ObjectId::SM_CERT_SIGNER, ObjectId::PAIRING_CODE_REF];
-        self.session.sm = None;
-        self.session.vci = false;
+        self.end_secure_session();
         self.save_or_undo(
             |s| {
                 let old = IDS.into_iter().zip(objects).map(|(id, new)| match new {

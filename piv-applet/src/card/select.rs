@@ -24,8 +24,7 @@ impl Card {
         // SELECT ends a secure messaging session in any case (SP 800-73-4
         // part 2, 4.3: its keys live until the application is selected
         // again); the host establishes a new one.
-        self.session.sm = None;
-        self.session.vci = false;
+        self.end_secure_session();
         self.session.selected = Some(applet);
         let suite = self.state.secure_messaging.as_ref().map(|sm| sm.suite());
         Ok(Response::ok(match applet {

@@ -132,7 +132,7 @@ impl Card {
         let opened = match channel.open_command(ins.into(), p1, p2, data) {
             Ok(opened) => opened,
             Err(e) => {
-                self.session.vci = false;
+                self.end_secure_session();
                 return e.refusal().into();
             }
         };
@@ -148,7 +148,7 @@ impl Card {
         let resp = self.dispatch(&req).unwrap_or_else(Response::from);
         let protected = channel.protect_response(&resp.data, resp.sw.into());
         if std::mem::take(&mut self.session.sm_ends) || ins == Ins::Select {
-            self.session.vci = false;
+            self.end_secure_session();
         } else {
             self.session.sm = Some(channel);
         }

@@ -180,6 +180,22 @@ impl<T: Transmit> Client<T> {
         p2: u8,
         data: &[u8],
     ) -> Result<Response, ClientError<T::Error>> {
+        self.send_in_chunks(0x00, ins.into(), p1, p2, data, "a chained command")
+    }
+
+    /// `data` in short APDUs of class `cla` linked by command chaining (the
+    /// chaining bit on all but the last), whole answer to the last. A
+    /// chunk the card refuses ends the command with that refusal, named
+    /// `what`.
+    fn send_in_chunks(
+        &mut self,
+        cla: u8,
+        ins: u8,
+        p1: u8,
+        p2: u8,
+        data: &[u8],
+        what: &'static str,
+    ) -> Result<Response, ClientError<T::Error>> {
         let mut chunks = data.chunks(CHAIN_CHUNK).peekable();
         let mut last: &[u8] = &[];
         while let Some(chunk) = chunks.next() {
@@ -187,15 +203,12 @@ impl<T: Transmit> Client<T> {
                 last = chunk;
                 break;
             }
-            let r = self.transmit(&build_command(0x10, ins.into(), p1, p2, chunk, None))?;
+            let r = self.transmit(&build_command(cla | 0x10, ins, p1, p2, chunk, None))?;
             if r.sw != StatusWord::Success {
-                return Err(ClientError::Status {
-                    what: "a chained command",
-                    sw: r.sw,
-                });
+                return Err(ClientError::Status { what, sw: r.sw });
             }
         }
-        self.exchange(&build_command(0, ins.into(), p1, p2, last, Some(256)))
+        self.exchange(&build_command(cla, ins, p1, p2, last, Some(256)))
     }
 
     /// `send`, with any status but 9000 an error naming `what`.
@@ -393,22 +406,14 @@ impl<T: Transmit> Client<T> {
         };
         let ins_byte: u8 = ins.into();
         let body = channel.protect_command(ins_byte, p1, p2, data, le);
-        let mut chunks = body.chunks(CHAIN_CHUNK).peekable();
-        let mut last: &[u8] = &[];
-        while let Some(chunk) = chunks.next() {
-            if chunks.peek().is_none() {
-                last = chunk;
-                break;
-            }
-            let r = self.transmit(&build_command(0x1C, ins_byte, p1, p2, chunk, None))?;
-            if r.sw != StatusWord::Success {
-                return Err(ClientError::Status {
-                    what: "a chained command under secure messaging",
-                    sw: r.sw,
-                });
-            }
-        }
-        let r = self.exchange(&build_command(0x0C, ins_byte, p1, p2, last, Some(256)))?;
+        let r = self.send_in_chunks(
+            0x0C,
+            ins_byte,
+            p1,
+            p2,
+            &body,
+            "a chained command under secure messaging",
+        )?;
         if r.sw != StatusWord::Success {
             return Err(ClientError::Status {
                 what: "a command under secure messaging",

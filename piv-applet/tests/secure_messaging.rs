@@ -97,6 +97,14 @@ impl Host {
             .0
     }
 
+    /// The inner status word of a protected command the card answered
+    /// protected.
+    fn secure_sw(&mut self, ins: u8, p1: u8, p2: u8, data: &[u8], le: Option<usize>) -> u16 {
+        self.secure(ins, p1, p2, data, le)
+            .expect("a protected answer")
+            .1
+    }
+
     /// One protected command: the inner data and status word, or the
     /// outer status word when the card answered in the clear.
     fn secure(
@@ -211,7 +219,7 @@ fn both_suites_carry_every_kind_of_command() {
         h.authenticate_management();
         let mut put = vec![0x5C, 0x03, 0x5F, 0xC1, 0x05, 0x53, 0x82, 0x07, 0xD0];
         put.extend(std::iter::repeat_n(0xA5, 2000));
-        assert_eq!(h.secure(0xDB, 0x3F, 0xFF, &put, None).unwrap().1, 0x9000);
+        assert_eq!(h.secure_sw(0xDB, 0x3F, 0xFF, &put, None), 0x9000);
         let (object, sw) = h
             .secure(0xCB, 0x3F, 0xFF, &get_data(&PIV_AUTH_CERT), Some(256))
             .unwrap();
@@ -349,16 +357,11 @@ fn the_contactless_profile_needs_the_vci_for_contact_only_commands() {
     // Secure messaging without the pairing code is not the VCI yet.
     h.establish(CipherSuite::Cs2);
     assert_eq!(
-        h.secure(0x20, 0x00, 0x80, &pin_block(b"123456"), None)
-            .unwrap()
-            .1,
+        h.secure_sw(0x20, 0x00, 0x80, &pin_block(b"123456"), None),
         0x6982
     );
     // A wrong pairing code: refused, and the session ends.
-    assert_eq!(
-        h.secure(0x20, 0x00, 0x98, b"87654321", None).unwrap().1,
-        0x6982
-    );
+    assert_eq!(h.secure_sw(0x20, 0x00, 0x98, b"87654321", None), 0x6982);
     assert_eq!(
         h.secure(0xCB, 0x3F, 0xFF, &get_data(&CHUID), Some(256))
             .err(),
@@ -367,21 +370,15 @@ fn the_contactless_profile_needs_the_vci_for_contact_only_commands() {
     // The right one opens the VCI: PIN and keys work, protected.
     h.establish(CipherSuite::Cs2);
     assert_eq!(
-        h.secure(0x20, 0x00, 0x98, PAIRING.as_bytes(), None)
-            .unwrap()
-            .1,
+        h.secure_sw(0x20, 0x00, 0x98, PAIRING.as_bytes(), None),
         0x9000
     );
     assert_eq!(
-        h.secure(0x20, 0x00, 0x80, &pin_block(b"123456"), None)
-            .unwrap()
-            .1,
+        h.secure_sw(0x20, 0x00, 0x80, &pin_block(b"123456"), None),
         0x9000
     );
     assert_eq!(
-        h.secure(0x87, 0x11, 0x9A, &sign_request(), Some(256))
-            .unwrap()
-            .1,
+        h.secure_sw(0x87, 0x11, 0x9A, &sign_request(), Some(256)),
         0x9000
     );
     // The cardholder reads the pairing code behind the PIN, through the
@@ -408,48 +405,34 @@ fn the_contactless_profile_needs_the_vci_for_contact_only_commands() {
     // presented again.
     h.establish(CipherSuite::Cs2);
     assert_eq!(
-        h.secure(0x87, 0x11, 0x9A, &sign_request(), Some(256))
-            .unwrap()
-            .1,
+        h.secure_sw(0x87, 0x11, 0x9A, &sign_request(), Some(256)),
         0x6982
     );
     assert_eq!(
-        h.secure(0x20, 0x00, 0x98, PAIRING.as_bytes(), None)
-            .unwrap()
-            .1,
+        h.secure_sw(0x20, 0x00, 0x98, PAIRING.as_bytes(), None),
         0x9000
     );
     assert_eq!(
-        h.secure(0x87, 0x11, 0x9A, &sign_request(), Some(256))
-            .unwrap()
-            .1,
+        h.secure_sw(0x87, 0x11, 0x9A, &sign_request(), Some(256)),
         0x6982
     );
     assert_eq!(
-        h.secure(0x20, 0x00, 0x80, &pin_block(b"123456"), None)
-            .unwrap()
-            .1,
+        h.secure_sw(0x20, 0x00, 0x80, &pin_block(b"123456"), None),
         0x9000
     );
     assert_eq!(
-        h.secure(0x87, 0x11, 0x9A, &sign_request(), Some(256))
-            .unwrap()
-            .1,
+        h.secure_sw(0x87, 0x11, 0x9A, &sign_request(), Some(256)),
         0x9000
     );
     // SELECT ends the session, and the PIN with it.
     h.plain(0xA4, 0x04, 0x00, &piv_applet::enums::PIV_AID);
     h.establish(CipherSuite::Cs2);
     assert_eq!(
-        h.secure(0x20, 0x00, 0x98, PAIRING.as_bytes(), None)
-            .unwrap()
-            .1,
+        h.secure_sw(0x20, 0x00, 0x98, PAIRING.as_bytes(), None),
         0x9000
     );
     assert_eq!(
-        h.secure(0x87, 0x11, 0x9A, &sign_request(), Some(256))
-            .unwrap()
-            .1,
+        h.secure_sw(0x87, 0x11, 0x9A, &sign_request(), Some(256)),
         0x6982
     );
 }
@@ -468,15 +451,11 @@ fn without_a_pairing_code_secure_messaging_alone_opens_the_vci() {
     );
     h.establish(CipherSuite::Cs7);
     assert_eq!(
-        h.secure(0x20, 0x00, 0x80, &pin_block(b"123456"), None)
-            .unwrap()
-            .1,
+        h.secure_sw(0x20, 0x00, 0x80, &pin_block(b"123456"), None),
         0x9000
     );
     assert_eq!(
-        h.secure(0x20, 0x00, 0x98, PAIRING.as_bytes(), None)
-            .unwrap()
-            .1,
+        h.secure_sw(0x20, 0x00, 0x98, PAIRING.as_bytes(), None),
         0x6A88,
         "no pairing code to verify"
     );
@@ -499,9 +478,7 @@ fn secure_messaging_survives_the_card_file_and_a_reset() {
     };
     let cvc = h.establish(CipherSuite::Cs2);
     assert_eq!(
-        h.secure(0x20, 0x00, 0x98, PAIRING.as_bytes(), None)
-            .unwrap()
-            .1,
+        h.secure_sw(0x20, 0x00, 0x98, PAIRING.as_bytes(), None),
         0x9000
     );
     // A YubiKey RESET (PIN and PUK blocked first) keeps secure messaging,
@@ -518,7 +495,7 @@ fn secure_messaging_survives_the_card_file_and_a_reset() {
         )
         .unwrap();
     }
-    assert_eq!(h.secure(0xFB, 0x00, 0x00, &[], None).unwrap().1, 0x9000);
+    assert_eq!(h.secure_sw(0xFB, 0x00, 0x00, &[], None), 0x9000);
     assert_eq!(h.establish(CipherSuite::Cs2), cvc);
     let discovery = h.plain(0xCB, 0x3F, 0xFF, &get_data(&[0x7E]));
     assert_eq!(

@@ -39,7 +39,7 @@ use command::{Applet, ManagementCommand, PivCommand};
 use transport::{Chain, Req};
 
 pub use crate::state::{NoRoom, MAX_OBJECT_SIZE, MAX_TOTAL_OBJECTS};
-pub use select::{application_property_template, application_property_template_for};
+pub use select::application_property_template;
 pub use transport::MAX_CHAINED_COMMAND;
 
 /// What the card does when a key's touch policy asks for a touch: the

@@ -28,15 +28,10 @@ impl Card {
         self.session.selected = Some(applet);
         let suite = self.state.secure_messaging.as_ref().map(|sm| sm.suite());
         Ok(Response::ok(match applet {
-            Applet::Piv => application_property_template_for(suite),
+            Applet::Piv => application_property_template(suite),
             Applet::Management => device::select_answer(&self.state.identity),
         }))
     }
-}
-
-/// The SELECT answer of a card without secure messaging.
-pub fn application_property_template() -> Vec<u8> {
-    application_property_template_for(None)
 }
 
 /// The SELECT answer: application property template with the PIX and
@@ -44,7 +39,7 @@ pub fn application_property_template() -> Vec<u8> {
 /// the card supports (SP 800-73-4 part 2, table 3), among them the secure
 /// messaging cipher suite when the card offers one (how OpenSC learns
 /// that it may establish a session).
-pub fn application_property_template_for(sm: Option<CipherSuite>) -> Vec<u8> {
+pub fn application_property_template(sm: Option<CipherSuite>) -> Vec<u8> {
     let mut inner = Vec::new();
     tlv::write(&mut inner, 0x4F, &PIV_AID[PIV_RID_LEN..]);
     tlv::write(

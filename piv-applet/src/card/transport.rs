@@ -126,7 +126,6 @@ impl Card {
         // command that ends the session (SELECT, a wrong pairing code)
         // cannot leave a half-used one behind.
         let Some(mut channel) = self.session.sm.take() else {
-            self.session.vci = false;
             return Refusal::SecurityStatus.into();
         };
         let opened = match channel.open_command(ins.into(), p1, p2, data) {

@@ -22,13 +22,13 @@ struct Fixture {
 fn fixture(suite: CipherSuite) -> &'static Fixture {
     static CS2: OnceLock<Fixture> = OnceLock::new();
     static CS7: OnceLock<Fixture> = OnceLock::new();
-    let (cell, alg) = match suite {
-        CipherSuite::Cs2 => (&CS2, AlgorithmId::EccP256),
-        CipherSuite::Cs7 => (&CS7, AlgorithmId::EccP384),
+    let cell = match suite {
+        CipherSuite::Cs2 => &CS2,
+        CipherSuite::Cs7 => &CS7,
     };
     cell.get_or_init(|| {
-        let key = SmKey::generate(suite);
-        let signer = KeyMaterial::generate(alg).unwrap();
+        let key = SmKey::generate(suite).unwrap();
+        let signer = KeyMaterial::generate(suite.key_algorithm()).unwrap();
         let cvc = cvc::issue(
             suite,
             [7; 8],

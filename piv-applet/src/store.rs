@@ -535,7 +535,7 @@ pub fn to_bytes(state: &CardState) -> Zeroizing<Vec<u8>> {
             .collect(),
         secure_messaging: state.secure_messaging.as_ref().map(|sm| SmV1 {
             cipher_suite: sm.suite().name().into(),
-            private_key: hex::encode(&sm.key.to_bytes()[..]),
+            private_key: hex::encode(&sm.key.to_storage()[..]),
             cvc: hex::encode_upper(&sm.cvc),
             contactless: sm.contactless,
             pairing_code: sm
@@ -754,11 +754,11 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<CardState, StoreError> {
         Some(sm) => {
             let suite = crate::sm::CipherSuite::from_name(&sm.cipher_suite)
                 .ok_or_else(|| bad("secure_messaging.cipher_suite", "must be CS2 or CS7"))?;
-            let scalar = Zeroizing::new(fixed("secure_messaging.private_key", &sm.private_key, 0)?);
-            let key = crate::sm::SmKey::from_bytes(suite, &scalar).ok_or_else(|| {
+            let der = Zeroizing::new(fixed("secure_messaging.private_key", &sm.private_key, 0)?);
+            let key = crate::sm::SmKey::from_storage(suite, &der).map_err(|e| {
                 bad(
                     "secure_messaging.private_key",
-                    "not a private key on the cipher suite's curve",
+                    &format!("{e} (a PKCS#8 key on the cipher suite's curve)"),
                 )
             })?;
             let cvc = fixed("secure_messaging.cvc", &sm.cvc, 0)?;

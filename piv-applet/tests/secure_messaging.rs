@@ -19,11 +19,7 @@ struct Host {
 }
 
 fn signer(suite: CipherSuite) -> (KeyMaterial, Vec<u8>) {
-    let alg = match suite {
-        CipherSuite::Cs2 => AlgorithmId::EccP256,
-        CipherSuite::Cs7 => AlgorithmId::EccP384,
-    };
-    let key = KeyMaterial::generate(alg).unwrap();
+    let key = KeyMaterial::generate(suite.key_algorithm()).unwrap();
     let cert = x509::self_signed(
         &key,
         &CertRequest {

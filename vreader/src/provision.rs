@@ -150,11 +150,7 @@ pub fn content_signer(
     issuer: Option<&(piv_applet::keys::KeyMaterial, Vec<u8>)>,
 ) -> anyhow::Result<(piv_applet::keys::KeyMaterial, Vec<u8>)> {
     use piv_applet::x509;
-    let alg = match suite {
-        piv_applet::sm::CipherSuite::Cs2 => piv_applet::AlgorithmId::EccP256,
-        piv_applet::sm::CipherSuite::Cs7 => piv_applet::AlgorithmId::EccP384,
-    };
-    let key = piv_applet::keys::KeyMaterial::generate(alg)?;
+    let key = piv_applet::keys::KeyMaterial::generate(suite.key_algorithm())?;
     let subject = format!("CN=Virtual PIV secure messaging signer,serialNumber={serial}");
     let mut serial_number = [0u8; 8];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut serial_number);

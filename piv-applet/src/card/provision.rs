@@ -206,7 +206,7 @@ impl Card {
             .map(|c| sm::parse_pairing_code(c).map(Zeroizing::new))
             .transpose()
             .map_err(|e| CardError::Invalid(e.into()))?;
-        let key = SmKey::generate(suite);
+        let key = SmKey::generate(suite)?;
         let issuer_id: [u8; 8] = sha2::Sha256::digest(signer_certificate)[..8]
             .try_into()
             .expect("8 bytes");

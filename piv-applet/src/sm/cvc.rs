@@ -20,7 +20,6 @@ use der::asn1::ObjectIdentifier;
 use der::{Decode, Encode};
 use sha2::Digest;
 
-use crate::enums::AlgorithmId;
 use crate::keys::KeyMaterial;
 use crate::oid;
 
@@ -112,19 +111,16 @@ pub fn issue(
 ) -> Result<Vec<u8>, SmError> {
     // The host verifies with the suite's hash (OpenSC: `cs->kdf_md`), so
     // the signer's curve is the suite's.
-    let algorithm = match (suite, signer.algorithm()) {
-        (CipherSuite::Cs2, AlgorithmId::EccP256) => oid::ECDSA_WITH_SHA256,
-        (CipherSuite::Cs7, AlgorithmId::EccP384) => oid::ECDSA_WITH_SHA384,
-        _ => {
-            return Err(SmError::Certificate(format!(
-                "a {} CVC needs a signer key on {}",
-                suite.name(),
-                match suite {
-                    CipherSuite::Cs2 => "P-256",
-                    CipherSuite::Cs7 => "P-384",
-                }
-            )))
-        }
+    if signer.algorithm() != suite.key_algorithm() {
+        return Err(SmError::Certificate(format!(
+            "a {} CVC needs a signer key of {:?}",
+            suite.name(),
+            suite.key_algorithm()
+        )));
+    }
+    let algorithm = match suite {
+        CipherSuite::Cs2 => oid::ECDSA_WITH_SHA256,
+        CipherSuite::Cs7 => oid::ECDSA_WITH_SHA384,
     };
     let mut body = Vec::new();
     tlv::write(&mut body, TAG_PROFILE, &[PROFILE]);

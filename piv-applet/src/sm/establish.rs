@@ -16,6 +16,8 @@ use super::channel::Channel;
 use super::cvc::Cvc;
 use super::kdf::{self, OtherInfo};
 use super::{CipherSuite, SmError};
+use crate::enums::AlgorithmId;
+use crate::keys::{KeyError, KeyMaterial};
 use crate::tlv;
 
 const TAG_TEMPLATE: u32 = 0x7C;
@@ -25,72 +27,47 @@ const TAG_CARD: u32 = 0x82;
 /// what OpenSC sends and checks).
 const NO_BINDING: u8 = 0x00;
 
-/// The card's secure messaging key (key reference 04).
+/// The card's secure messaging key (key reference 04): a P-256 or P-384
+/// key as a slot holds, so it uses the card's own EC code (libcrypto on
+/// Unix) and is stored as slot keys are.
 #[derive(Clone)]
-pub enum SmKey {
-    P256(p256::SecretKey),
-    P384(p384::SecretKey),
-}
+pub struct SmKey(KeyMaterial);
 
 impl SmKey {
-    pub fn generate(suite: CipherSuite) -> SmKey {
-        match suite {
-            CipherSuite::Cs2 => SmKey::P256(p256::SecretKey::random(&mut OsRng)),
-            CipherSuite::Cs7 => SmKey::P384(p384::SecretKey::random(&mut OsRng)),
-        }
+    pub fn generate(suite: CipherSuite) -> Result<SmKey, KeyError> {
+        KeyMaterial::generate(suite.key_algorithm()).map(SmKey)
     }
 
     pub fn suite(&self) -> CipherSuite {
-        match self {
-            SmKey::P256(_) => CipherSuite::Cs2,
-            SmKey::P384(_) => CipherSuite::Cs7,
+        match self.0.algorithm() {
+            AlgorithmId::EccP384 => CipherSuite::Cs7,
+            _ => CipherSuite::Cs2,
         }
     }
 
-    /// The private scalar, for the card file.
-    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        Zeroizing::new(match self {
-            SmKey::P256(k) => k.to_bytes().to_vec(),
-            SmKey::P384(k) => k.to_bytes().to_vec(),
-        })
+    /// PKCS#8 DER, as the card file stores every key.
+    pub fn to_storage(&self) -> Zeroizing<Vec<u8>> {
+        self.0.to_storage()
     }
 
-    /// The key back from [`Self::to_bytes`]; `None` when the bytes are not
-    /// a valid scalar for the suite's curve.
-    pub fn from_bytes(suite: CipherSuite, bytes: &[u8]) -> Option<SmKey> {
-        match suite {
-            CipherSuite::Cs2 => p256::SecretKey::from_slice(bytes).ok().map(SmKey::P256),
-            CipherSuite::Cs7 => p384::SecretKey::from_slice(bytes).ok().map(SmKey::P384),
-        }
+    /// The key back from [`Self::to_storage`]; it must be on the suite's
+    /// curve.
+    pub fn from_storage(suite: CipherSuite, pkcs8_der: &[u8]) -> Result<SmKey, KeyError> {
+        KeyMaterial::from_storage(suite.key_algorithm(), pkcs8_der).map(SmKey)
     }
 
     /// `04 || x || y`, what the CVC carries.
     pub fn public_point(&self) -> Vec<u8> {
-        use p256::elliptic_curve::sec1::ToEncodedPoint;
-        match self {
-            SmKey::P256(k) => k.public_key().to_encoded_point(false).as_bytes().to_vec(),
-            SmKey::P384(k) => k.public_key().to_encoded_point(false).as_bytes().to_vec(),
-        }
+        tlv::find(&self.0.public_key_tlvs(), 0x86)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
     }
 
     /// Z: the x coordinate of d · Q for the host's point Q, which must be
     /// an uncompressed point on the key's curve (not the identity).
     fn agree(&self, point: &[u8]) -> Result<Zeroizing<Vec<u8>>, SmError> {
-        let bad = SmError::Establishment("the host's key is not a point on the suite's curve");
-        if point.first() != Some(&0x04) || point.len() != self.suite().point_len() {
-            return Err(bad);
-        }
-        Ok(match self {
-            SmKey::P256(k) => {
-                let peer = p256::PublicKey::from_sec1_bytes(point).map_err(|_| bad)?;
-                let shared = p256::ecdh::diffie_hellman(k.to_nonzero_scalar(), peer.as_affine());
-                Zeroizing::new(shared.raw_secret_bytes().to_vec())
-            }
-            SmKey::P384(k) => {
-                let peer = p384::PublicKey::from_sec1_bytes(point).map_err(|_| bad)?;
-                let shared = p384::ecdh::diffie_hellman(k.to_nonzero_scalar(), peer.as_affine());
-                Zeroizing::new(shared.raw_secret_bytes().to_vec())
-            }
+        self.0.ecdh(point).map_err(|_| {
+            SmError::Establishment("the host's key is not a point on the suite's curve")
         })
     }
 }

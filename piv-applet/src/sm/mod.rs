@@ -81,6 +81,15 @@ impl CipherSuite {
         }
     }
 
+    /// The algorithm of the card's key for this suite (and of its CVC's
+    /// signer, whose hash is the suite's).
+    pub const fn key_algorithm(self) -> crate::enums::AlgorithmId {
+        match self {
+            CipherSuite::Cs2 => crate::enums::AlgorithmId::EccP256,
+            CipherSuite::Cs7 => crate::enums::AlgorithmId::EccP384,
+        }
+    }
+
     /// Bytes of one field element (the shared secret Z, one coordinate).
     pub const fn field_len(self) -> usize {
         match self {
@@ -162,17 +171,12 @@ mod tests {
     use super::cvc::{self, SignerPublicKey};
     use super::establish::SmKey;
     use super::*;
-    use crate::enums::AlgorithmId;
     use crate::keys::KeyMaterial;
 
     const GUID: [u8; 16] = [0x11; 16];
 
     fn signer(suite: CipherSuite) -> KeyMaterial {
-        KeyMaterial::generate(match suite {
-            CipherSuite::Cs2 => AlgorithmId::EccP256,
-            CipherSuite::Cs7 => AlgorithmId::EccP384,
-        })
-        .unwrap()
+        KeyMaterial::generate(suite.key_algorithm()).unwrap()
     }
 
     fn signer_public(s: &KeyMaterial) -> SignerPublicKey {
@@ -181,7 +185,7 @@ mod tests {
 
     /// A card key, its CVC, and a session opened by the exchange.
     fn session(suite: CipherSuite) -> (Channel, Channel) {
-        let key = SmKey::generate(suite);
+        let key = SmKey::generate(suite).unwrap();
         let s = signer(suite);
         let der = cvc::issue(
             suite,
@@ -307,7 +311,7 @@ mod tests {
 
     #[test]
     fn key_establishment_refuses_bad_requests() {
-        let key = SmKey::generate(CipherSuite::Cs2);
+        let key = SmKey::generate(CipherSuite::Cs2).unwrap();
         let s = signer(CipherSuite::Cs2);
         let der = cvc::issue(
             CipherSuite::Cs2,
@@ -353,8 +357,8 @@ mod tests {
 
     #[test]
     fn the_host_refuses_a_card_that_does_not_hold_the_cvc_key() {
-        let key = SmKey::generate(CipherSuite::Cs2);
-        let other = SmKey::generate(CipherSuite::Cs2);
+        let key = SmKey::generate(CipherSuite::Cs2).unwrap();
+        let other = SmKey::generate(CipherSuite::Cs2).unwrap();
         let s = signer(CipherSuite::Cs2);
         // The CVC names another key than the one the card answers with.
         let der = cvc::issue(
@@ -381,7 +385,7 @@ mod tests {
 
     #[test]
     fn cvc_signature_binds_every_field() {
-        let key = SmKey::generate(CipherSuite::Cs7);
+        let key = SmKey::generate(CipherSuite::Cs7).unwrap();
         let s = signer(CipherSuite::Cs7);
         let der = cvc::issue(
             CipherSuite::Cs7,
